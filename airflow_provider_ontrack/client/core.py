@@ -1,0 +1,318 @@
+"""The transport of the ON!Track client: authenticated, paced and retried calls, and paging."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable, Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+
+from airflow_provider_ontrack import __version__
+from airflow_provider_ontrack.client.errors import (
+    OnTrackAmbiguousWriteError,
+    OnTrackApiError,
+    OnTrackNotFoundError,
+    OnTrackRateLimitError,
+    OnTrackTransportError,
+    OnTrackUnauthorizedError,
+)
+from airflow_provider_ontrack.client.pacing import backoff_delay, parse_retry_after, shared_pacer
+from airflow_provider_ontrack.client.settings import OnTrackSettings
+from airflow_provider_ontrack.client.tokens import TokenManager
+
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# Methods whose repetition cannot create a second record.
+REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# The start of a non-JSON body that an error keeps; an HTML error page's title fits in it.
+RAW_BODY_CHARS = 2000
+
+
+class OnTrackClient:
+    """Calls the ON!Track Unite API for one tenant and technical user.
+
+    Tokens, pacing and retries follow the API's rules: one token per token lifetime shared by all
+    clients of the process, at most ``calls_per_second`` calls per second across those clients, a
+    single renewal on ``401``, and bounded retries with back-off on ``429``, ``502``, ``503``,
+    ``504``, timeouts and dropped connections. A create (``POST``) is repeated only when the server
+    certainly did not receive it.
+
+    :param settings: the tenant's connection settings.
+    :param on_secret: called with every secret as soon as it is known (for log masking).
+    :param log: where progress and retries are reported.
+    """
+
+    def __init__(
+        self,
+        settings: OnTrackSettings,
+        *,
+        on_secret: Callable[[str], None] = lambda value: None,
+        log: logging.Logger | logging.LoggerAdapter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.log = log or logging.getLogger(__name__)
+        self._sleep = sleep
+
+        self.session = requests.Session()
+        self.session.verify = True
+        self.session.trust_env = True
+        self.session.headers.update(
+            {"Accept": "application/json", "User-Agent": f"airflow-provider-ontrack/{__version__}"}
+        )
+        # The pacer already spaces calls; a small pool is enough and keeps idle sockets few.
+        self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0))
+        self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0))
+
+        self.tokens = TokenManager(
+            settings, session=self.session, on_secret=on_secret, log=self.log, sleep=sleep
+        )
+        self.pacer = shared_pacer(
+            (settings.base_url, settings.client_id, settings.username), settings.calls_per_second
+        )
+        self.calls_made = 0
+
+    def close(self) -> None:
+        """Release the HTTP connections; the cached token stays for other clients."""
+        self.session.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """Send one API call and return its decoded JSON body (``None`` for an empty body).
+
+        :param method: the HTTP method.
+        :param path: the path relative to the API base URL, such as ``/assets/123``.
+        :param params: query parameters.
+        :param json: the request body, sent as JSON.
+        :raises OnTrackApiError: or one of its subclasses, carrying status, method, path and body.
+        """
+        method = method.upper()
+        path = "/" + path.lstrip("/")
+        url = self.settings.base_url + path
+        repeatable = method in REPEATABLE_METHODS
+        renewed = False
+        retry = 0
+
+        while True:
+            token = self.tokens.get()
+            self.pacer.wait_for_slot()
+            self.calls_made += 1
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=self.settings.timeout,
+                    allow_redirects=False,
+                )
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                if isinstance(exc, requests.Timeout):
+                    problem = f"no answer within {self.settings.timeout:g} s ({type(exc).__name__})"
+                else:
+                    problem = f"connection failed ({type(exc).__name__})"
+                if not (repeatable or _never_reached_server(exc)):
+                    raise OnTrackAmbiguousWriteError(
+                        f"{problem}; not repeated, since the record may have been stored",
+                        status=None,
+                        method=method,
+                        path=path,
+                    ) from None
+                if retry >= self.settings.max_retries:
+                    raise OnTrackTransportError(
+                        f"{problem} on {retry + 1} tries", status=None, method=method, path=path
+                    ) from None
+                wait = backoff_delay(retry, self.settings.retry_delay, self.settings.max_retry_delay)
+                self._announce_retry(method, path, problem, wait, retry)
+                retry += 1
+                continue
+
+            status = response.status_code
+            if status == 401 and not renewed:
+                # An expired or revoked token: renew once and repeat once. Nothing was written.
+                self.log.info("%s %s answered 401; renewing the token and repeating the call", method, path)
+                self.tokens.discard(token)
+                renewed = True
+                continue
+
+            if status in RETRYABLE_STATUSES and (repeatable or status == 429):
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                if retry >= self.settings.max_retries:
+                    raise self._error(response, method, path, f"still failing after {retry + 1} tries")
+                if wait is not None and wait > self.settings.max_retry_delay:
+                    raise self._error(
+                        response,
+                        method,
+                        path,
+                        f"the server asked to wait {wait:.0f} s, longer than max_retry_delay "
+                        f"({self.settings.max_retry_delay:g} s)",
+                    )
+                if wait is None:
+                    wait = backoff_delay(retry, self.settings.retry_delay, self.settings.max_retry_delay)
+                self._announce_retry(method, path, f"status {status}", wait, retry)
+                retry += 1
+                continue
+
+            if status >= 400:
+                raise self._error(response, method, path)
+            return self._decode(response, method, path)
+
+    def paginate(
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        page_size: int | None = None,
+        label: str = "records",
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every record of a list endpoint, one page in memory at a time.
+
+        The page size the server reports is the one that counts: a server that caps the size asked
+        for still gets read to the end. A record that moved onto the next page because records were
+        created meanwhile is yielded once.
+
+        :param path: the list path, such as ``/assets``.
+        :param params: filters such as ``startDate`` and ``endDate``.
+        :param page_size: the page size to ask for; the connection's ``page_size`` when not given.
+        :param label: the word for the records in progress messages.
+        """
+        settings = self.settings
+        query = dict(params or {})
+        asked = page_size or settings.page_size
+        page = 1
+        served: int | None = None
+        previous_ids: set[Any] = set()
+        seen = 0
+        started = time.monotonic()
+
+        while True:
+            query[settings.page_param] = page
+            query[settings.page_size_param] = asked
+            envelope = self.request("GET", path, params=query)
+            records = self._records_of(envelope, path)
+
+            reported = envelope.get(settings.page_size_key) if isinstance(envelope, dict) else None
+            if isinstance(reported, int) and reported > 0:
+                served = reported
+            elif served is None:
+                # With no size in the envelope, the first page's length is the best evidence of it.
+                served = len(records) or asked
+            total = envelope.get(settings.total_key)
+            total = total if isinstance(total, int) and total >= 0 else None
+
+            current_ids: set[Any] = set()
+            for record in records:
+                record_id = record.get("id") if isinstance(record, dict) else None
+                if record_id is not None and record_id in previous_ids:
+                    continue
+                current_ids.add(record_id)
+                seen += 1
+                yield record
+
+            pages = math.ceil(total / served) if total is not None else None
+            self.log.info(
+                "Read %s page %d of %s, %s of %s %s",
+                path,
+                page,
+                pages if pages is not None else "?",
+                f"{seen:,}",
+                f"{total:,}" if total is not None else "?",
+                label,
+            )
+            if not records or len(records) < served:
+                break
+            if total is not None and page * served >= total:
+                break
+
+            previous_ids = current_ids
+            page += 1
+
+        self.log.info("Read %s %s from %s in %.1f s", f"{seen:,}", label, path, time.monotonic() - started)
+
+    def _records_of(self, envelope: Any, path: str) -> list[Any]:
+        key = self.settings.result_key
+        records = envelope.get(key) if isinstance(envelope, dict) else None
+        if not isinstance(records, list):
+            raise OnTrackApiError(
+                f"the list envelope has no {key!r} list (set the connection extra result_key if your "
+                "tenant names it differently)",
+                status=200,
+                method="GET",
+                path=path,
+                body=_shorten(envelope),
+            )
+        return records
+
+    def _announce_retry(self, method: str, path: str, problem: str, wait: float, retry: int) -> None:
+        self.log.warning(
+            "%s %s: %s; retrying in %.1f s (retry %d of %d)",
+            method,
+            path,
+            problem,
+            wait,
+            retry + 1,
+            self.settings.max_retries,
+        )
+        self._sleep(wait)
+
+    def _decode(self, response: requests.Response, method: str, path: str) -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise OnTrackApiError(
+                f"expected JSON, got {response.headers.get('Content-Type', 'no content type')}",
+                status=response.status_code,
+                method=method,
+                path=path,
+                body=self._raw_body(response),
+            ) from None
+
+    def _error(self, response: requests.Response, method: str, path: str, note: str = "") -> OnTrackApiError:
+        status = response.status_code
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = self._raw_body(response)
+
+        message = note or (response.reason or "request failed")
+        if isinstance(body, dict) and isinstance(body.get("message"), str) and not note:
+            message = body["message"]
+        for secret in self.settings.secrets:
+            message = message.replace(secret, "***")
+
+        kind = {401: OnTrackUnauthorizedError, 404: OnTrackNotFoundError, 429: OnTrackRateLimitError}
+        return kind.get(status, OnTrackApiError)(message, status=status, method=method, path=path, body=body)
+
+    def _raw_body(self, response: requests.Response) -> str:
+        text = response.content[:RAW_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
+        for secret in self.settings.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _never_reached_server(exc: Exception) -> bool:
+    """Tell whether a failed call certainly never reached the server, so that it is safe to repeat."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+
+    # requests wraps urllib3's MaxRetryError, whose reason says whether a connection was ever made.
+    wrapped = exc.args[0] if exc.args else None
+    return isinstance(getattr(wrapped, "reason", wrapped), NewConnectionError)
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: ("[...]" if isinstance(item, list) else item) for key, item in value.items()}
+    return value

@@ -1,0 +1,274 @@
+"""The Airflow hook of ON!Track Unite: the connection type, tokens, and reading and writing records."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cached_property
+from typing import Any, Iterator, Mapping
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_ontrack.client import (
+    OnTrackApiError,
+    OnTrackAuthError,
+    OnTrackClient,
+    OnTrackConfigError,
+    OnTrackError,
+    OnTrackSettings,
+)
+from airflow_provider_ontrack.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+
+
+class OnTrackHook(BaseHook):
+    """Reads and writes ON!Track records over the Unite API with one cached, shared token.
+
+    The connection holds the API base URL as host, the technical user as login with its generated
+    password, and the client ID and client secret as extras. Every hook of the same connection in a
+    process shares one token, renewed shortly before it expires, and one pacer that keeps calls at
+    or under the connection's ``calls_per_second``. Secrets and tokens are registered with Airflow's
+    secret masker as soon as they are known.
+
+    .. seealso::
+        The connection guide in ``docs/connection.md`` lists every setting and its default.
+
+    :param ontrack_conn_id: the Airflow connection of the ON!Track tenant.
+    """
+
+    conn_name_attr = "ontrack_conn_id"
+    default_conn_name = "ontrack_default"
+    conn_type = "ontrack"
+    hook_name = "Hilti ON!Track Unite"
+
+    def __init__(self, ontrack_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ontrack_conn_id = ontrack_conn_id
+
+    @cached_property
+    def settings(self) -> OnTrackSettings:
+        """The connection's settings, checked; a bad one raises before any network call."""
+        conn = self.get_connection(self.ontrack_conn_id)
+        try:
+            settings = OnTrackSettings.from_connection_fields(
+                host=conn.host, login=conn.login, password=conn.password, extra=conn.extra_dejson
+            )
+        except OnTrackConfigError as exc:
+            raise OnTrackConfigError(exc.field, f"{exc} (connection {self.ontrack_conn_id!r})") from None
+
+        for secret in settings.secrets:
+            _mask(secret)
+        return settings
+
+    @cached_property
+    def client(self) -> OnTrackClient:
+        """The HTTP client of this hook, built on first use."""
+        return OnTrackClient(self.settings, on_secret=_mask, log=self.log)
+
+    def get_conn(self) -> OnTrackClient:
+        """Return the underlying :class:`~airflow_provider_ontrack.client.OnTrackClient`."""
+        return self.client
+
+    def get_token(self) -> str:
+        """Return a valid access token, requesting one only when the cached one runs out."""
+        return self.client.tokens.get()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """Call the API and return the decoded JSON answer.
+
+        :param method: the HTTP method.
+        :param path: the path relative to the API base URL, such as ``/assets/123``.
+        :param params: query parameters; datetimes are sent as UTC ISO 8601 with a ``Z``.
+        :param json: the request body.
+        """
+        return self.client.request(method, path, params=_query(params), json=json)
+
+    def paginate(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every record of a list path, reading one page at a time.
+
+        :param path: the list path, such as ``/assets``.
+        :param params: filters such as ``startDate`` and ``endDate``.
+        :param page_size: records to ask for per page; the connection's ``page_size`` by default.
+        """
+        label = path.strip("/").split("/")[-1] or "records"
+        return self.client.paginate(path, params=_query(params), page_size=page_size, label=label)
+
+    def iter_records(self, resource: str, *, page_size: int | None = None, **params: Any) -> Iterator[dict]:
+        """Yield every record of ``workers``, ``locations`` or ``assets`` that matches ``params``."""
+        return self.paginate(self.settings.path_for(resource), params=params, page_size=page_size)
+
+    def get_record(self, resource: str, record_id: str) -> dict[str, Any]:
+        """Read one record by its ON!Track id."""
+        return self.request("GET", f"{self.settings.path_for(resource)}/{_record_id(record_id)}")
+
+    def create_record(self, resource: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one record and return it as stored, with the id ON!Track gave it.
+
+        A create is not repeated after a timeout or a dropped connection, because ON!Track may have
+        stored it; :class:`~airflow_provider_ontrack.client.OnTrackAmbiguousWriteError` says so.
+        """
+        return self.request("POST", self.settings.path_for(resource), json=_record_body(record))
+
+    def update_record(self, resource: str, record_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Update one record and return it as stored."""
+        body = _record_body(record)
+        if body.get("id") not in (None, record_id):
+            raise OnTrackConfigError("id", f"the record's id {body['id']!r} differs from {record_id!r}")
+        return self.request("PUT", f"{self.settings.path_for(resource)}/{_record_id(record_id)}", json=body)
+
+    def iter_assets(self, *, page_size: int | None = None, **params: Any) -> Iterator[dict[str, Any]]:
+        """Yield every ON!Track asset that matches ``params`` (for example a change window)."""
+        return self.iter_records("assets", page_size=page_size, **params)
+
+    def get_asset(self, asset_id: str) -> dict[str, Any]:
+        """Read one ON!Track asset."""
+        return self.get_record("assets", asset_id)
+
+    def create_asset(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one ON!Track asset; it needs at least ``name`` and ``currentLocationId``."""
+        return self.create_record("assets", record)
+
+    def update_asset(self, asset_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Update one ON!Track asset."""
+        return self.update_record("assets", asset_id, record)
+
+    def iter_locations(self, *, page_size: int | None = None, **params: Any) -> Iterator[dict[str, Any]]:
+        """Yield every location (jobsite or warehouse) that matches ``params``."""
+        return self.iter_records("locations", page_size=page_size, **params)
+
+    def get_location(self, location_id: str) -> dict[str, Any]:
+        """Read one location."""
+        return self.get_record("locations", location_id)
+
+    def create_location(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one top-level location; it needs ``name``, ``type`` and a ``managerId`` worker."""
+        return self.create_record("locations", record)
+
+    def update_location(self, location_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Update one location."""
+        return self.update_record("locations", location_id, record)
+
+    def iter_workers(self, *, page_size: int | None = None, **params: Any) -> Iterator[dict[str, Any]]:
+        """Yield every worker that matches ``params``."""
+        return self.iter_records("workers", page_size=page_size, **params)
+
+    def get_worker(self, worker_id: str) -> dict[str, Any]:
+        """Read one worker."""
+        return self.get_record("workers", worker_id)
+
+    def create_worker(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one worker; it needs ``firstName`` and ``lastName``."""
+        return self.create_record("workers", record)
+
+    def update_worker(self, worker_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Update one worker; ``isUser``, ``roleId`` and ``email`` together make it an app user."""
+        return self.update_record("workers", worker_id, record)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Get a token and read one location; say in plain words which step failed."""
+        try:
+            settings = self.settings
+        except OnTrackError as exc:
+            return False, f"The connection settings are incomplete: {exc}"
+
+        try:
+            self.get_token()
+        except OnTrackAuthError as exc:
+            return False, f"Getting a token failed: {exc}"
+        except OnTrackError as exc:
+            return False, f"The token endpoint {settings.auth_url} could not be reached: {exc}"
+
+        try:
+            self.request(
+                "GET", settings.locations_path, params={settings.page_param: 1, settings.page_size_param: 1}
+            )
+        except OnTrackApiError as exc:
+            return False, f"A token was issued, but the API at {settings.base_url} failed: {exc}"
+        return True, f"Token issued for {settings.username} and the API at {settings.base_url} answered."
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Return the extra fields of the connection form, for Airflow versions before 3.2."""
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, PasswordField, StringField
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            schema = spec["schema"]
+            label = lazy_gettext(spec["label"])
+            if schema.get("format") == "password":
+                widgets[name] = PasswordField(
+                    label, widget=BS3PasswordFieldWidget(), description=spec["description"]
+                )
+            elif "integer" in schema["type"]:
+                widgets[name] = IntegerField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    default=schema.get("default"),
+                    description=spec["description"],
+                )
+            else:
+                default = schema.get("default")
+                widgets[name] = StringField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    default=None if default is None else str(default),
+                    description=spec["description"],
+                )
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return how the standard fields are shown, for Airflow versions before 3.2."""
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
+
+
+def _mask(secret: str) -> None:
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+
+
+def _record_id(record_id: Any) -> str:
+    if not isinstance(record_id, str) or not record_id.strip() or "/" in record_id:
+        raise OnTrackConfigError("id", f"must be a non-empty ON!Track id without '/', got {record_id!r}")
+    return record_id.strip()
+
+
+def _record_body(record: Any) -> dict[str, Any]:
+    if not isinstance(record, Mapping):
+        raise OnTrackConfigError(
+            "record", f"must be a mapping of field names to values, got {type(record).__name__}"
+        )
+    return dict(record)
+
+
+def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Turn datetimes into the UTC ISO 8601 text the API reads; refuse ones without a time zone."""
+    if not params:
+        return None
+
+    query: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise OnTrackConfigError(name, f"needs a time zone, got {value.isoformat()} without one")
+            value = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif isinstance(value, dt.date):
+            value = value.isoformat()
+        query[name] = value
+    return query

@@ -1,0 +1,159 @@
+"""Operators that read, create and update single ON!Track records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class _OnTrackRecordOperator(BaseOperator):
+    """Shared parts of the single-record operators: the resource, the connection and the hook."""
+
+    ui_color = "#d2051e"
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self, *, resource: str, ontrack_conn_id: str = OnTrackHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.resource = resource
+        self.ontrack_conn_id = ontrack_conn_id
+
+    @cached_property
+    def hook(self) -> OnTrackHook:
+        """The hook of the task's ON!Track connection."""
+        return OnTrackHook(ontrack_conn_id=self.ontrack_conn_id)
+
+
+class OnTrackGetRecordOperator(_OnTrackRecordOperator):
+    """Read one ON!Track worker, location or asset and return it.
+
+    :param resource: ``workers``, ``locations`` or ``assets``.
+    :param record_id: the record's ON!Track id. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    template_fields: Sequence[str] = ("record_id", "ontrack_conn_id")
+
+    def __init__(self, *, resource: str, record_id: str, **kwargs: Any) -> None:
+        super().__init__(resource=resource, **kwargs)
+        self.record_id = record_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        record = self.hook.get_record(self.resource, self.record_id)
+        self.log.info("Read %s %s", self.resource.rstrip("s"), self.record_id)
+        return record
+
+
+class OnTrackCreateRecordOperator(_OnTrackRecordOperator):
+    """Create one ON!Track worker, location or asset and return it as stored.
+
+    When Airflow retries the task and the record carries an ``externalId``, the operator first looks
+    for a record with that ``externalId``: an earlier try may have created it before failing, and
+    creating it again would leave a duplicate. Finding it costs one list read of the resource, so it
+    is done on retries only.
+
+    :param resource: ``workers``, ``locations`` or ``assets``.
+    :param record: the fields of the new record, in the API's camelCase names. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    template_fields: Sequence[str] = ("record", "ontrack_conn_id")
+    template_fields_renderers = {"record": "json"}
+
+    def __init__(self, *, resource: str, record: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(resource=resource, **kwargs)
+        self.record = record
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        external_id = self.record.get("externalId") if isinstance(self.record, dict) else None
+        try_number = getattr(context.get("ti"), "try_number", 1) or 1
+        if external_id and try_number > 1:
+            existing = self._find_by_external_id(external_id)
+            if existing is not None:
+                self.log.info(
+                    "Try %d: %s with externalId %s already exists as %s; not creating it again",
+                    try_number,
+                    self.resource.rstrip("s"),
+                    external_id,
+                    existing.get("id"),
+                )
+                return existing
+
+        created = self.hook.create_record(self.resource, self.record)
+        self.log.info("Created %s %s", self.resource.rstrip("s"), created.get("id"))
+        return created
+
+    def _find_by_external_id(self, external_id: str) -> dict[str, Any] | None:
+        page_size = self.hook.settings.max_page_size
+        for record in self.hook.iter_records(self.resource, page_size=page_size):
+            if record.get("externalId") == external_id:
+                return record
+        return None
+
+
+class OnTrackUpdateRecordOperator(_OnTrackRecordOperator):
+    """Update one ON!Track worker, location or asset and return it as stored.
+
+    An update sends the same fields each time, so Airflow may retry it safely.
+
+    :param resource: ``workers``, ``locations`` or ``assets``.
+    :param record_id: the record's ON!Track id. (templated)
+    :param record: the fields to change, in the API's camelCase names. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    template_fields: Sequence[str] = ("record_id", "record", "ontrack_conn_id")
+    template_fields_renderers = {"record": "json"}
+
+    def __init__(self, *, resource: str, record_id: str, record: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(resource=resource, **kwargs)
+        self.record_id = record_id
+        self.record = record
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        updated = self.hook.update_record(self.resource, self.record_id, self.record)
+        self.log.info("Updated %s %s", self.resource.rstrip("s"), self.record_id)
+        return updated
+
+
+class OnTrackGetAssetOperator(OnTrackGetRecordOperator):
+    """Read one ON!Track asset and return it.
+
+    :param asset_id: the asset's ON!Track id. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    def __init__(self, *, asset_id: str, **kwargs: Any) -> None:
+        super().__init__(resource="assets", record_id=asset_id, **kwargs)
+
+
+class OnTrackCreateAssetOperator(OnTrackCreateRecordOperator):
+    """Create one ON!Track asset and return it as stored; see :class:`OnTrackCreateRecordOperator`.
+
+    :param record: the asset's fields; ``name`` and ``currentLocationId`` are required. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    def __init__(self, *, record: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(resource="assets", record=record, **kwargs)
+
+
+class OnTrackUpdateAssetOperator(OnTrackUpdateRecordOperator):
+    """Update one ON!Track asset and return it as stored.
+
+    :param asset_id: the asset's ON!Track id. (templated)
+    :param record: the fields to change. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    def __init__(self, *, asset_id: str, record: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(resource="assets", record_id=asset_id, record=record, **kwargs)
