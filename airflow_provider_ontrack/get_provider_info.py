@@ -39,7 +39,7 @@ CONN_FIELDS = {
     "page_size": _number("Page size", "Records per page when reading lists.", 100, "integer", 1),
     "max_page_size": _number(
         "Largest page size",
-        "The largest page the API serves; syncs ask for this much. " + _ASSUMED,
+        "The largest page the API serves (500 is assumed); syncs ask for this much.",
         500,
         "integer",
         1,

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_ontrack.client.errors import OnTrackConfigError
 
+DEFAULT_CONN_ID = "ontrack_default"
 DEFAULT_BASE_URL = "https://cloudapis.hilti.com/ts/ontrack/unite/v1"
 DEFAULT_AUTH_URL = "https://cloudsso.hilti.com/hc/token"
 DEFAULT_SCOPE = "HC.Request.AllScopes"

@@ -16,6 +16,7 @@ from airflow_provider_ontrack.client import (
     OnTrackError,
     OnTrackSettings,
 )
+from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
 from airflow_provider_ontrack.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 
@@ -35,7 +36,7 @@ class OnTrackHook(BaseHook):
     """
 
     conn_name_attr = "ontrack_conn_id"
-    default_conn_name = "ontrack_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "ontrack"
     hook_name = "Hilti ON!Track Unite"
 

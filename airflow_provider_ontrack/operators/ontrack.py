@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
+from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
 
 
 class _OnTrackRecordOperator(BaseOperator):
@@ -20,9 +22,7 @@ class _OnTrackRecordOperator(BaseOperator):
     ui_color = "#d2051e"
     ui_fgcolor = "#ffffff"
 
-    def __init__(
-        self, *, resource: str, ontrack_conn_id: str = OnTrackHook.default_conn_name, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, resource: str, ontrack_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resource = resource
         self.ontrack_conn_id = ontrack_conn_id
@@ -30,6 +30,8 @@ class _OnTrackRecordOperator(BaseOperator):
     @cached_property
     def hook(self) -> OnTrackHook:
         """The hook of the task's ON!Track connection."""
+        from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
+
         return OnTrackHook(ontrack_conn_id=self.ontrack_conn_id)
 
 

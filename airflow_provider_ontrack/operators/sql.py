@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseOperator
 
-from airflow_provider_ontrack.client import OnTrackConfigError
-from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
+from airflow_provider_ontrack.client.errors import OnTrackConfigError
+from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
     from airflow.sdk import Context
+
+    from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
 
 SYNCABLE_RESOURCES = ("workers", "locations", "assets")
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -60,7 +62,7 @@ class OnTrackToSqlOperator(BaseOperator):
         sql_conn_id: str,
         table: str | None = None,
         filters: dict[str, Any] | None = None,
-        ontrack_conn_id: str = OnTrackHook.default_conn_name,
+        ontrack_conn_id: str = DEFAULT_CONN_ID,
         page_size: int | None = None,
         batch_size: int = 500,
         **kwargs: Any,
@@ -79,6 +81,8 @@ class OnTrackToSqlOperator(BaseOperator):
     @cached_property
     def hook(self) -> OnTrackHook:
         """The hook of the task's ON!Track connection."""
+        from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
+
         return OnTrackHook(ontrack_conn_id=self.ontrack_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -206,7 +210,7 @@ class SqlTableWriter:
 
 
 def column_name(field: str) -> str:
-    """Turn an API field name into a lower-case SQL column name (``lastModifiedDate``: ``last_modified_date``)."""
+    """Turn an API field name into a lower-case SQL column name (``lastModifiedDate``, for one)."""
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", field).lower()
     snake = re.sub(r"[^a-z0-9_]+", "_", snake).strip("_") or "field"
     return f"f_{snake}" if snake[0].isdigit() else snake

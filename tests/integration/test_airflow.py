@@ -1,0 +1,140 @@
+"""The provider inside a real Airflow: registration, the connection form, and the example DAG run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SECRETS, connection_for
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory) -> Path:
+    """An Airflow home with a migrated SQLite metadata database, shared by the DAG runs."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    subprocess.run([AIRFLOW, "db", "migrate"], env=_airflow_env(home), check=True, capture_output=True,
+                   timeout=300)
+    return home
+
+
+def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "example_dags"),
+    )
+    env.update(extra)
+    return env
+
+
+def _run_dag(home: Path, dag_id: str, server, database: Path, **extra: str) -> subprocess.CompletedProcess:
+    env = _airflow_env(
+        home,
+        AIRFLOW_CONN_ONTRACK_DEFAULT=json.dumps(connection_for(server, calls_per_second=2)),
+        AIRFLOW_CONN_ONTRACK_WAREHOUSE=json.dumps({"conn_type": "sqlite", "host": str(database)}),
+        **extra,
+    )
+    return subprocess.run([AIRFLOW, "dags", "test", dag_id], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _count(database: Path, table: str) -> int:
+    with sqlite3.connect(database) as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+class TestRegistration:
+    def test_providers_manager_knows_the_connection_type(self):
+        from airflow.providers_manager import ProvidersManager
+
+        manager = ProvidersManager()
+        assert "airflow-provider-ontrack" in manager.providers
+        hook_info = manager.hooks["ontrack"]
+        assert hook_info.hook_class_name == "airflow_provider_ontrack.hooks.ontrack.OnTrackHook"
+        assert hook_info.connection_id_attribute_name == "ontrack_conn_id"
+
+    def test_cli_lists_provider_and_hook(self, airflow_home):
+        env = _airflow_env(airflow_home)
+        providers = subprocess.run([AIRFLOW, "providers", "list"], env=env, capture_output=True, text=True)
+        hooks = subprocess.run([AIRFLOW, "providers", "hooks"], env=env, capture_output=True, text=True)
+
+        assert "airflow-provider-ontrack" in providers.stdout
+        assert "airflow_provider_ontrack.hooks.ontrack.OnTrackHook" in hooks.stdout
+        assert "ontrack_conn_id" in hooks.stdout
+
+    def test_ui_receives_the_connection_form(self):
+        from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+        (meta,) = [item for item in HookMetaService.hook_meta_data() if item.connection_type == "ontrack"]
+        form = meta.model_dump()
+
+        assert form["hook_name"] == "Hilti ON!Track Unite"
+        assert form["default_conn_name"] == "ontrack_default"
+        standard = form["standard_fields"]
+        assert standard["host"]["title"] == "API base URL"
+        assert standard["login"]["title"] == "Technical user"
+        assert standard["password"]["title"] == "Technical user password"
+        assert standard["port"]["hidden"] and standard["schema"]["hidden"]
+        extra = form["extra_fields"]
+        for name in ("client_id", "client_secret", "auth_url", "scope", "calls_per_second", "page_size",
+                     "timeout", "page_param", "page_size_param", "result_key", "total_key", "assets_path"):
+            assert name in extra, name
+        assert extra["client_secret"]["schema"]["format"] == "password"
+        assert extra["auth_url"]["value"] == "https://cloudsso.hilti.com/hc/token"
+        assert extra["calls_per_second"]["value"] == 2
+
+    def test_form_fields_and_settings_agree(self):
+        from airflow_provider_ontrack.client.settings import OnTrackSettings
+        from airflow_provider_ontrack.get_provider_info import CONN_FIELDS
+
+        defaults = OnTrackSettings(base_url="https://x", client_id="c", client_secret="s", username="u",
+                                   password="p")
+        for name, spec in CONN_FIELDS.items():
+            if name in ("client_id", "client_secret"):
+                continue
+            assert spec["schema"]["default"] == getattr(defaults, name), name
+
+
+class TestMainJob:
+    def test_sync_dag_copies_the_tenant_and_is_safe_to_rerun(self, airflow_home, fresh_sandbox, tmp_path):
+        database = tmp_path / "warehouse.db"
+
+        first = _run_dag(airflow_home, "ontrack_assets_sync", fresh_sandbox, database)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        stats = fresh_sandbox.stats()
+        counts = {name: _count(database, f"ontrack_{name}") for name in ("workers", "locations", "assets")}
+
+        assert counts == {"workers": 25, "locations": 12, "assets": 1500}
+        assert stats["token_requests"] == 1
+        assert stats["calls"] == {"GET /workers": 1, "GET /locations": 1, "GET /assets": 3}
+
+        second = _run_dag(airflow_home, "ontrack_assets_sync", fresh_sandbox, database)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert {name: _count(database, f"ontrack_{name}") for name in counts} == counts
+
+    def test_no_secret_reaches_the_task_logs(self, airflow_home, fresh_sandbox, tmp_path):
+        database = tmp_path / "warehouse.db"
+
+        run = _run_dag(airflow_home, "ontrack_assets_sync", fresh_sandbox, database,
+                       AIRFLOW__LOGGING__LOGGING_LEVEL="DEBUG")
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        output = run.stdout + run.stderr
+        logs = "".join(path.read_text(errors="replace") for path in (airflow_home / "logs").rglob("*")
+                       if path.is_file())
+        issued = fresh_sandbox.issued_tokens()
+        assert issued, "the sandbox issued no token, so the check would prove nothing"
+        assert "Obtained an ON!Track token" in output + logs
+        for secret in (*SECRETS, *issued):
+            assert secret not in output, "a secret reached the console output"
+            assert secret not in logs, "a secret reached a task log file"
