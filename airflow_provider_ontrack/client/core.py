@@ -19,6 +19,7 @@ from airflow_provider_ontrack.client.errors import (
     OnTrackRateLimitError,
     OnTrackTransportError,
     OnTrackUnauthorizedError,
+    redact,
 )
 from airflow_provider_ontrack.client.pacing import backoff_delay, parse_retry_after, shared_pacer
 from airflow_provider_ontrack.client.settings import OnTrackSettings
@@ -193,6 +194,7 @@ class OnTrackClient:
         served: int | None = None
         previous_ids: set[Any] = set()
         seen = 0
+        received = 0
         started = time.monotonic()
 
         while True:
@@ -229,9 +231,14 @@ class OnTrackClient:
                 f"{total:,}" if total is not None else "?",
                 label,
             )
-            if not records or len(records) < served:
+            # With a total, a short page proves nothing (the server may cap pages below the size it
+            # reports); without one, a short page is the last.
+            received += len(records)
+            if not records:
                 break
-            if total is not None and page * served >= total:
+            if total is not None and received >= total:
+                break
+            if total is None and len(records) < served:
                 break
 
             previous_ids = current_ids
@@ -249,7 +256,7 @@ class OnTrackClient:
                 status=200,
                 method="GET",
                 path=path,
-                body=_shorten(envelope),
+                body=self._redact(_shorten(envelope)),
             )
         return records
 
@@ -289,17 +296,19 @@ class OnTrackClient:
         message = note or (response.reason or "request failed")
         if isinstance(body, dict) and isinstance(body.get("message"), str) and not note:
             message = body["message"]
-        for secret in self.settings.secrets:
-            message = message.replace(secret, "***")
 
         kind = {401: OnTrackUnauthorizedError, 404: OnTrackNotFoundError, 429: OnTrackRateLimitError}
-        return kind.get(status, OnTrackApiError)(message, status=status, method=method, path=path, body=body)
+        return kind.get(status, OnTrackApiError)(
+            self._redact(message), status=status, method=method, path=path, body=self._redact(body)
+        )
 
     def _raw_body(self, response: requests.Response) -> str:
         text = response.content[:RAW_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
-        for secret in self.settings.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redact(text)
+
+    def _redact(self, value: Any) -> Any:
+        # A server may echo what it was sent; an error must not carry it into logs or XCom.
+        return redact(value, self.tokens.known_secrets())
 
 
 def _never_reached_server(exc: Exception) -> bool:

@@ -22,6 +22,19 @@ def body_excerpt(body: Any) -> str:
     return text
 
 
+def redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    """Return ``value`` with every secret inside its text replaced by ``***``, however deeply nested."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {redact(key, secrets): redact(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item, secrets) for item in value]
+    return value
+
+
 class OnTrackError(Exception):
     """Base class of every error raised by the ON!Track provider."""
 

@@ -89,10 +89,12 @@ class OnTrackSettings:
         values: dict[str, Any] = {
             "base_url": _url("host", host or DEFAULT_BASE_URL),
             "username": _required_text("login", login, "the technical user's name"),
-            "password": _required_text("password", password, "the technical user's generated password"),
+            "password": _required_text(
+                "password", password, "the technical user's generated password", secret=True
+            ),
             "client_id": _required_text("client_id", extras.get("client_id"), "the client ID Hilti issued"),
             "client_secret": _required_text(
-                "client_secret", extras.get("client_secret"), "the client secret Hilti issued"
+                "client_secret", extras.get("client_secret"), "the client secret Hilti issued", secret=True
             ),
         }
         if _present(extras.get("auth_url")):
@@ -159,16 +161,17 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def _text(name: str, value: Any) -> str:
+def _text(name: str, value: Any, *, strip: bool = True) -> str:
     if not isinstance(value, str):
         raise OnTrackConfigError(name, f"must be text, got {type(value).__name__}")
-    return value.strip()
+    return value.strip() if strip else value
 
 
-def _required_text(name: str, value: Any, what: str) -> str:
+def _required_text(name: str, value: Any, what: str, *, secret: bool = False) -> str:
     if not _present(value):
         raise OnTrackConfigError(name, f"is missing; set it to {what}")
-    return _text(name, value)
+    # A secret is used exactly as given: a space may be part of it.
+    return _text(name, value, strip=not secret)
 
 
 def _path(name: str, value: Any) -> str:
@@ -200,10 +203,10 @@ def _url(name: str, value: Any) -> str:
         text = "https://" + text
 
     parts = urlsplit(text)
+    if "@" in parts.netloc:
+        raise OnTrackConfigError(name, "must not carry a user name or password; use the connection's fields")
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise OnTrackConfigError(name, f"must be an https:// URL, got {text!r}")
-    if parts.username or parts.password:
-        raise OnTrackConfigError(name, "must not carry a user name or password; use the connection's fields")
     if parts.query or parts.fragment:
         raise OnTrackConfigError(name, f"must not have a query or fragment, got {text!r}")
     if parts.scheme == "http" and not is_loopback(parts.hostname):

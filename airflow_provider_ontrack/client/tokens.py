@@ -21,7 +21,7 @@ from typing import Any, Callable
 import requests
 from oauthlib.oauth2 import LegacyApplicationClient
 
-from airflow_provider_ontrack.client.errors import OnTrackAuthError, body_excerpt
+from airflow_provider_ontrack.client.errors import OnTrackAuthError, body_excerpt, redact
 from airflow_provider_ontrack.client.pacing import backoff_delay, parse_retry_after
 from airflow_provider_ontrack.client.settings import OnTrackSettings
 
@@ -114,6 +114,11 @@ class TokenManager:
     def requests_made(self) -> int:
         """How many token requests this process sent for this tenant and user so far."""
         return self._slot.requests_made
+
+    def known_secrets(self) -> tuple[str, ...]:
+        """The client secret, the password and the current token, for scrubbing error texts."""
+        token = self._slot.token
+        return self.settings.secrets + ((token.value,) if token is not None else ())
 
     def get(self) -> str:
         """Return a token that stays valid for at least the renewal margin."""
@@ -224,9 +229,7 @@ class TokenManager:
         except ValueError:
             payload = response.text
         error = payload.get("error") if isinstance(payload, dict) else None
-        described = body_excerpt(payload)
-        for secret in self.settings.secrets:
-            described = described.replace(secret, "***")
+        described = redact(body_excerpt(payload), self.settings.secrets)
 
         status = response.status_code
         if error == "invalid_client" or (status == 401 and error is None):

@@ -363,11 +363,6 @@ class TestErrors:
             api.request("GET", "/assets")
         assert info.value.message == "unexpected value ***"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="OnTrackClient._error masks secrets in the message but keeps them in the JSON body, "
-        "which the exception's text shows as its body excerpt",
-    )
     @pytest.mark.parametrize("key", ["message", "detail"])
     def test_echoed_secret_in_json_body_is_masked(self, requests_mock, token_route, client, key) -> None:
         api = client()
