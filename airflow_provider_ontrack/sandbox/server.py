@@ -437,13 +437,22 @@ class OnTrackSandbox:
                 self._accepted.clear()
             return dict(self._config)
 
-    def issue_token(self) -> str:
+    def grant_token(self) -> str:
         """A valid access token without going through HTTP (not counted in stats)."""
         with self._lock:
             return self._new_token()
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out so far (live, expired or revoked), oldest first.
+
+        Meant for tests that check no token leaks into logs; tokens dead for over an hour may be forgotten
+        once more than 10,000 have been handed out.
+        """
+        with self._lock:
+            return list(self._tokens)
+
     def revoke_tokens(self) -> int:
-        """Invalidate every token issued so far; returns how many were still valid."""
+        """Invalidate every token handed out so far; returns how many were still valid."""
         now = time.monotonic()
         with self._lock:
             live = 0

@@ -467,38 +467,45 @@ class Tenant:
         locations = self._location_ids
         today = self.now.date()
 
+        # Plain random() draws: the library's randrange() costs too much over 100,000 assets.
+        roll = rng.random
+        label_count = len(_ASSET_LABELS)
+
         for index in range(total):
             is_storage = index < storage_total
             catalog = _STORAGE if is_storage else _TOOLS
-            maker, model, label, category, low, high, prefix = catalog[rng.randrange(len(catalog))]
+            maker, model, label, category, low, high, prefix = catalog[int(roll() * len(catalog))]
 
-            location = locations[rng.randrange(len(locations))]
+            location = locations[int(roll() * len(locations))]
             parent = None
-            if not is_storage and storage_ids and rng.random() < 0.2:
-                parent = storage_ids[rng.randrange(len(storage_ids))]
+            if not is_storage and storage_ids and roll() < 0.2:
+                parent = storage_ids[int(roll() * len(storage_ids))]
                 location = storage_home[parent]
 
-            serial = f"{prefix}{rng.randint(10_000_000, 99_999_999)}"
+            serial = f"{prefix}{10_000_000 + int(roll() * 90_000_000)}"
             while serial in serials:
-                serial = f"{prefix}{rng.randint(10_000_000, 99_999_999)}"
+                serial = f"{prefix}{10_000_000 + int(roll() * 90_000_000)}"
             serials.add(serial)
 
-            scan = f"{rng.randint(10**11, 10**12 - 1)}"
+            scan = f"{10**11 + int(roll() * 9 * 10**11)}"
             while scan in scans:
-                scan = f"{rng.randint(10**11, 10**12 - 1)}"
+                scan = f"{10**11 + int(roll() * 9 * 10**11)}"
             scans.add(scan)
 
             currency = _CURRENCY[self._location_country[location]]
-            price = rng.uniform(low, high) * _FX[currency]
+            price = (low + (high - low) * roll()) * _FX[currency]
             price_value: float | int = int(round(price, -2)) if currency == "JPY" else round(price, 2)
-            bought = today - timedelta(days=rng.randint(30, 8 * 365))
-            labels = rng.sample(_ASSET_LABELS, rng.randint(0, 3))
-            note_roll = rng.random()
-            worker = workers[rng.randrange(len(workers))] if workers and rng.random() < 0.8 else None
+            bought = today - timedelta(days=30 + int(roll() * 8 * 365))
+            first_label = int(roll() * label_count)
+            labels = [_ASSET_LABELS[(first_label + k) % label_count] for k in range(int(roll() * 4))]
+            note_roll = roll()
+            worker = workers[int(roll() * len(workers))] if workers and roll() < 0.8 else None
+            vendor = _VENDORS[int(roll() * len(_VENDORS))]
+            order_roll = roll()
 
             record = {
                 "id": _seeded_id(rng),
-                "externalId": f"ERP-A-{index + 1:06d}" if rng.random() < 0.9 else None,
+                "externalId": f"ERP-A-{index + 1:06d}" if roll() < 0.9 else None,
                 "ontrackId": str(7_000_000 + index),
                 "name": f"{label} {index + 1:03d}" if is_storage else label,
                 "description": _ASSET_NOTES[int(note_roll * 100) % len(_ASSET_NOTES)] if note_roll < 0.25
@@ -515,16 +522,17 @@ class Tenant:
                 "currentLocationId": location,
                 "responsibleWorkerId": worker,
                 "parentAssetId": parent,
-                "costCode": f"KST-{rng.randint(1, 60) * 100:04d}",
+                "costCode": f"KST-{(1 + int(roll() * 60)) * 100:04d}",
                 "purchasePrice": price_value,
                 "purchaseCurrency": currency,
                 "purchaseDate": bought.isoformat(),
-                "purchaseOrderNumber": f"PO-{bought.year}-{rng.randint(1, 99_999):05d}"
-                if rng.random() < 0.7 else None,
-                "vendor": "Hilti" if maker == "Hilti" else _VENDORS[rng.randrange(len(_VENDORS))],
+                "purchaseOrderNumber": f"PO-{bought.year}-{1 + int(order_roll * 1e6) % 99_999:05d}"
+                if order_roll < 0.7 else None,
+                "vendor": "Hilti" if maker == "Hilti" else vendor,
                 "labels": labels,
             }
-            self._put_seeded("assets", record, self._seed_date(rng))
+            age = timedelta(milliseconds=1 + int(roll() * _SEED_WINDOW_MS))
+            self._put_seeded("assets", record, self.now - age)
             if is_storage:
                 storage_ids.append(record["id"])
                 storage_home[record["id"]] = location

@@ -68,7 +68,7 @@ def clean(sandbox):
 @pytest.fixture
 def api(sandbox):
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {sandbox.issue_token()}"
+    session.headers["Authorization"] = f"Bearer {sandbox.grant_token()}"
     yield session
     session.close()
 
@@ -199,6 +199,16 @@ def test_fractional_lifetime_is_reported_as_whole_seconds(sandbox):
     sandbox.set_config(token_lifetime=2.5)
 
     assert get_token(sandbox).json()["expires_in"] == 2
+
+
+def test_issued_tokens_lists_every_token_handed_out(sandbox):
+    before = set(sandbox.issued_tokens())
+
+    over_http = get_token(sandbox).json()["access_token"]
+    direct = sandbox.grant_token()
+    get_token(sandbox, password="wrong")
+
+    assert set(sandbox.issued_tokens()) - before == {over_http, direct}
 
 
 def test_revoked_tokens_stop_working(sandbox, api):
@@ -340,7 +350,14 @@ def test_window_offsets_and_naive_times_are_utc(sandbox, api):
     )
     naive = all_ids(sandbox, api, startDate="2026-04-10T06:30:00", endDate="2026-05-02T00:00:00")
 
+    # An unencoded "+" in a query string arrives as a space; the offset must still be read.
+    raw = api.get(
+        sandbox.base_url
+        + "/assets?pageSize=500&startDate=2026-04-10T08:30:00+02:00&endDate=2026-05-02T00:00:00Z"
+    )
+
     assert utc == shifted == naive
+    assert [record["id"] for record in raw.json()["result"]] == utc
     assert utc == ids_modified(
         sandbox, datetime(2026, 4, 10, 6, 30, tzinfo=timezone.utc), datetime(2026, 5, 2, tzinfo=timezone.utc)
     )
@@ -682,7 +699,7 @@ def test_non_latin_text_round_trips(sandbox, api):
 
 
 def test_concurrent_creates_are_all_stored(sandbox):
-    token = sandbox.issue_token()
+    token = sandbox.grant_token()
     errors: list[int] = []
 
     def create(index: int) -> None:
@@ -1021,7 +1038,7 @@ def test_admin_tenant_reset_and_config(sandbox, api):
 
 
 def dump(sb: OnTrackSandbox) -> bytes:
-    headers = {"Authorization": f"Bearer {sb.issue_token()}"}
+    headers = {"Authorization": f"Bearer {sb.grant_token()}"}
     chunks = []
     for resource in ("workers", "locations", "assets"):
         for page in (1, 2, 3):
@@ -1066,26 +1083,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_cli_serves_and_stops_cleanly():
+@pytest.mark.parametrize(("stop_signal", "verbose"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_cli_serves_and_stops_cleanly(stop_signal, verbose):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "airflow_provider_ontrack.sandbox", "--port", str(port), "--now", NOW]
+    if verbose:
+        command.append("--verbose")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_ontrack.sandbox",
-            "--port",
-            str(port),
-            "--seed",
-            "7",
-            "--now",
-            NOW,
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         line = process.stdout.readline()
@@ -1103,10 +1109,12 @@ def test_cli_serves_and_stops_cleanly():
             base + "/hc/token", auth=(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET), data=FORM, timeout=5
         ).json()["access_token"]
         workers = requests.get(
-            base + "/ts/ontrack/unite/v1/workers", headers={"Authorization": f"Bearer {token}"}, timeout=5
+            base + "/ts/ontrack/unite/v1/workers?page=1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
         )
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         try:
             code = process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -1123,3 +1131,11 @@ def test_cli_serves_and_stops_cleanly():
     assert workers.json()["totalRecords"] == 25
     assert code == 0
     assert token not in stderr
+    assert SANDBOX_PASSWORD not in stderr
+    assert SANDBOX_CLIENT_SECRET not in stderr
+    if verbose:
+        assert "POST /hc/token 200" in stderr
+        assert "GET /ts/ontrack/unite/v1/workers 200" in stderr
+        assert "page=1" not in stderr
+    else:
+        assert stderr == ""
