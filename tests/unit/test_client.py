@@ -455,6 +455,21 @@ class TestPaginate:
         assert route.call_count == 3
         assert [query_of(r)["pageSize"] for r in route.request_history] == ["1000"] * 3
 
+    def test_server_echoing_the_size_it_was_asked_is_read_to_the_total(
+        self, requests_mock, token_route, client
+    ) -> None:
+        server = PagedServer(numbered(1500), cap=500)
+
+        def echo_asked_size(request: Any, context: Any) -> dict[str, Any]:
+            envelope = server(request, context)
+            envelope["pageSize"] = int(query_of(request)["pageSize"])  # says 1000, serves 500
+            return envelope
+
+        route = requests_mock.get(ASSETS, json=echo_asked_size)
+        records = list(client().paginate("/assets", page_size=1000))
+        assert [r["id"] for r in records] == list(range(1, 1501))
+        assert route.call_count == 3
+
     @pytest.mark.parametrize(("count", "calls"), [(250, 3), (200, 3), (0, 1)])
     def test_envelope_without_size_or_total(self, requests_mock, token_route, client, count, calls) -> None:
         server = PagedServer(numbered(count), report_size=False, report_total=False)
