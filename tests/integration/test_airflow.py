@@ -94,6 +94,38 @@ class TestRegistration:
         assert extra["auth_url"]["value"] == "https://cloudsso.hilti.com/hc/token"
         assert extra["calls_per_second"]["value"] == 2
 
+    def test_hook_form_methods_for_airflow_before_3_2(self):
+        # Airflow 3.1 reads the form from the hook's methods through stand-ins for wtforms and
+        # Flask-AppBuilder; do the same in a separate interpreter so that the stand-ins stay there.
+        code = (
+            "import json, sys\n"
+            "from unittest import mock\n"
+            "from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService as S\n"
+            "for name in ('wtforms', 'flask_babel', 'flask_appbuilder', 'flask_appbuilder.fieldwidgets'):\n"
+            "    sys.modules[name] = mock.MagicMock()\n"
+            "sys.modules['wtforms'].StringField = S.MockStringField\n"
+            "sys.modules['wtforms'].IntegerField = S.MockIntegerField\n"
+            "sys.modules['wtforms'].PasswordField = S.MockPasswordField\n"
+            "sys.modules['flask_babel'].lazy_gettext = lambda text: text\n"
+            "from airflow_provider_ontrack.hooks.ontrack import OnTrackHook\n"
+            "widgets = OnTrackHook.get_connection_form_widgets()\n"
+            "print(json.dumps({'widgets': {k: [type(v).__name__, v.param.schema.get('title')]\n"
+            "                              for k, v in widgets.items()},\n"
+            "                  'behaviour': OnTrackHook.get_ui_field_behaviour()}))\n"
+        )
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        form = json.loads(run.stdout.strip().splitlines()[-1])
+
+        from airflow_provider_ontrack.get_provider_info import CONN_FIELDS
+
+        assert set(form["widgets"]) == set(CONN_FIELDS)
+        assert form["widgets"]["client_secret"][0] == "MockPasswordField"
+        assert form["widgets"]["page_size"][0] == "MockIntegerField"
+        assert form["widgets"]["client_id"] == ["MockStringField", "Client ID"]
+        assert form["behaviour"]["hidden_fields"] == ["schema", "port", "extra"]
+        assert form["behaviour"]["relabeling"]["login"] == "Technical user"
+
     def test_form_fields_and_settings_agree(self):
         from airflow_provider_ontrack.client.settings import OnTrackSettings
         from airflow_provider_ontrack.get_provider_info import CONN_FIELDS
