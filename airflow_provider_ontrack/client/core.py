@@ -30,6 +30,12 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # The start of a non-JSON body that an error keeps; an HTML error page's title fits in it.
 RAW_BODY_CHARS = 2000
+# Largest answer read: a page of 500 records is about 1 MiB, so this leaves room without letting a
+# runaway (or compressed) answer fill the worker's memory.
+MAX_BODY_BYTES = 64 * 2**20
+ERROR_BODY_BYTES = 64 * 1024
+# Longest error message taken from a server's answer.
+MESSAGE_CHARS = 500
 
 
 class OnTrackClient:
@@ -104,24 +110,14 @@ class OnTrackClient:
         retry = 0
 
         while True:
-            token = self.tokens.get()
+            # Wait for the slot first: a token taken before a long wait in the queue could expire in it.
             self.pacer.wait_for_slot()
+            token = self.tokens.get()
             self.calls_made += 1
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=self.settings.timeout,
-                    allow_redirects=False,
-                )
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                if isinstance(exc, requests.Timeout):
-                    problem = f"no answer within {self.settings.timeout:g} s ({type(exc).__name__})"
-                else:
-                    problem = f"connection failed ({type(exc).__name__})"
+                response = self._send(method, url, params, json, token)
+            except requests.RequestException as exc:
+                problem = _describe_failure(exc, self.settings.timeout)
                 if not (repeatable or _never_reached_server(exc)):
                     raise OnTrackAmbiguousWriteError(
                         f"{problem}; not repeated, since the record may have been stored",
@@ -164,9 +160,51 @@ class OnTrackClient:
                 retry += 1
                 continue
 
+            if 300 <= status < 400:
+                # Redirects are not followed: the bearer token must not travel to another address.
+                raise self._error(
+                    response, method, path, f"unexpected redirect to {response.headers.get('Location')!r}"
+                )
             if status >= 400:
                 raise self._error(response, method, path)
             return self._decode(response, method, path)
+
+    def _send(self, method: str, url: str, params: Any, json: Any, token: str) -> requests.Response:
+        """Send one request and read its body within the timeout and the size limit."""
+        deadline = time.monotonic() + self.settings.timeout
+        response = self.session.request(
+            method,
+            url,
+            params=params,
+            json=json,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=self.settings.timeout,
+            allow_redirects=False,
+            stream=True,
+        )
+        with response:
+            # A successful page is read whole; of an error, the start is enough to explain it.
+            limit = MAX_BODY_BYTES if response.status_code < 400 else ERROR_BODY_BYTES
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(64 * 1024):
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > deadline:
+                    # The timeout of requests bounds each read, not the whole answer; a server that
+                    # trickles its body byte by byte must not hold a worker slot for ever.
+                    raise requests.ReadTimeout("the answer did not arrive within the timeout")
+                if size > limit:
+                    if response.status_code < 400:
+                        raise OnTrackApiError(
+                            f"the answer is larger than {limit // 2**20} MiB; lower page_size",
+                            status=response.status_code,
+                            method=method,
+                            path=url[len(self.settings.base_url) :],
+                        )
+                    break
+            response._content = b"".join(chunks)[:limit]
+        return response
 
     def paginate(
         self,
@@ -203,21 +241,29 @@ class OnTrackClient:
             envelope = self.request("GET", path, params=query)
             records = self._records_of(envelope, path)
 
-            reported = envelope.get(settings.page_size_key) if isinstance(envelope, dict) else None
-            if isinstance(reported, int) and reported > 0:
+            reported = envelope.get(settings.page_size_key)
+            if _is_count(reported) and reported > 0:
                 served = reported
             elif served is None:
                 # With no size in the envelope, the first page's length is the best evidence of it.
                 served = len(records) or asked
             total = envelope.get(settings.total_key)
-            total = total if isinstance(total, int) and total >= 0 else None
+            total = total if _is_count(total) else None
 
+            keys = [_identity(record) for record in records]
+            if records and None not in keys and previous_ids.issuperset(keys):
+                raise OnTrackApiError(
+                    f"page {page} repeats page {page - 1}; the server seems to ignore the page parameter "
+                    f"{settings.page_param!r} (set the connection extra page_param to the name it reads)",
+                    status=200,
+                    method="GET",
+                    path=path,
+                )
             current_ids: set[Any] = set()
-            for record in records:
-                record_id = record.get("id") if isinstance(record, dict) else None
-                if record_id is not None and record_id in previous_ids:
+            for key, record in zip(keys, records, strict=True):
+                if key is not None and key in previous_ids:
                     continue
-                current_ids.add(record_id)
+                current_ids.add(key)
                 seen += 1
                 yield record
 
@@ -277,7 +323,7 @@ class OnTrackClient:
             return None
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise OnTrackApiError(
                 f"expected JSON, got {response.headers.get('Content-Type', 'no content type')}",
                 status=response.status_code,
@@ -290,12 +336,14 @@ class OnTrackClient:
         status = response.status_code
         try:
             body: Any = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             body = self._raw_body(response)
 
         message = note or (response.reason or "request failed")
         if isinstance(body, dict) and isinstance(body.get("message"), str) and not note:
             message = body["message"]
+        if len(message) > MESSAGE_CHARS:
+            message = message[:MESSAGE_CHARS] + "..."
 
         kind = {401: OnTrackUnauthorizedError, 404: OnTrackNotFoundError, 429: OnTrackRateLimitError}
         return kind.get(status, OnTrackApiError)(
@@ -311,6 +359,18 @@ class OnTrackClient:
         return redact(value, self.tokens.known_secrets())
 
 
+def _describe_failure(exc: requests.RequestException, timeout: float) -> str:
+    """Say in words what went wrong with a call that got no usable answer."""
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s ({type(exc).__name__})"
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return f"the answer broke off or could not be decoded ({type(exc).__name__})"
+    if isinstance(exc, requests.ConnectionError):
+        return f"connection failed ({type(exc).__name__})"
+    # Whatever else requests raises (an invalid header, say) may quote the request; name only its kind.
+    return f"the call could not be sent ({type(exc).__name__})"
+
+
 def _never_reached_server(exc: Exception) -> bool:
     """Tell whether a failed call certainly never reached the server, so that it is safe to repeat."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -319,6 +379,18 @@ def _never_reached_server(exc: Exception) -> bool:
     # requests wraps urllib3's MaxRetryError, whose reason says whether a connection was ever made.
     wrapped = exc.args[0] if exc.args else None
     return isinstance(getattr(wrapped, "reason", wrapped), NewConnectionError)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _identity(record: Any) -> Any:
+    """A hashable key for a record's id, whatever JSON type the server used for it."""
+    record_id = record.get("id") if isinstance(record, dict) else None
+    if record_id is None or isinstance(record_id, (str, int, float)):
+        return record_id
+    return repr(record_id)
 
 
 def _shorten(value: Any) -> Any:

@@ -47,6 +47,7 @@ class OnTrackConfigError(OnTrackError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from airflow_provider_ontrack.client.errors import OnTrackConfigError
 
@@ -56,6 +58,20 @@ class OnTrackSettings:
     def secrets(self) -> tuple[str, ...]:
         """The values that must never appear in a log line, an exception or an XCom."""
         return tuple(value for value in (self.client_secret, self.password) if value)
+
+    @property
+    def secret_forms(self) -> tuple[str, ...]:
+        """The secrets and the encoded forms in which a server could echo them back.
+
+        A token endpoint that repeats its request shows the password URL-encoded and the client
+        credentials as the Base64 of a Basic authorization header.
+        """
+        basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        forms = {basic}
+        for secret in self.secrets:
+            forms.update((secret, quote_plus(secret), quote(secret, safe="")))
+        # Longest first, so that a form containing another is replaced whole.
+        return tuple(sorted(forms, key=len, reverse=True))
 
     def path_for(self, resource: str) -> str:
         """Return the collection path of ``workers``, ``locations``, ``assets`` or ``transfers``."""
@@ -151,8 +167,9 @@ def _plain_extras(extra: Mapping[str, Any]) -> dict[str, Any]:
     plain: dict[str, Any] = {}
     for key, value in extra.items():
         name = key[len(_LEGACY_PREFIX) :] if key.startswith(_LEGACY_PREFIX) else key
-        # A plain key wins over its legacy twin, which older connection forms may have left behind.
-        if name not in plain or key == name:
+        # A plain key wins over its legacy twin, which older connection forms may have left behind,
+        # unless it is empty: a form may save every field, filled or not.
+        if name not in plain or (key == name and _present(value)) or not _present(plain[name]):
             plain[name] = value
     return plain
 
@@ -188,7 +205,7 @@ def _number(name: str, value: Any, kind: type, low: float, high: float) -> int |
         number = float(value)
         if kind is int and not number.is_integer():
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         wanted = "a whole number" if kind is int else "a number"
         raise OnTrackConfigError(name, f"must be {wanted}, got {value!r}") from None
 
@@ -199,7 +216,11 @@ def _number(name: str, value: Any, kind: type, low: float, high: float) -> int |
 
 def _url(name: str, value: Any) -> str:
     text = _text(name, value)
+    if re.search(r"\s", text):
+        raise OnTrackConfigError(name, "must not contain spaces or other whitespace")
     if "://" not in text:
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text):
+            raise OnTrackConfigError(name, f"is not a valid URL: {text!r}")
         text = "https://" + text
 
     parts = urlsplit(text)
@@ -207,8 +228,12 @@ def _url(name: str, value: Any) -> str:
         raise OnTrackConfigError(name, "must not carry a user name or password; use the connection's fields")
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise OnTrackConfigError(name, f"must be an https:// URL, got {text!r}")
-    if parts.query or parts.fragment:
+    if "?" in text or "#" in text:
         raise OnTrackConfigError(name, f"must not have a query or fragment, got {text!r}")
+    try:
+        _ = parts.port  # urllib checks the port only when asked for it
+    except ValueError:
+        raise OnTrackConfigError(name, f"has an invalid port: {text!r}") from None
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise OnTrackConfigError(
             name, f"must use https://; plain http:// is accepted only for loopback hosts, got {text!r}"

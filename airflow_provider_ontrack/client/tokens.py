@@ -13,6 +13,8 @@ import binascii
 import hashlib
 import json
 import logging
+import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +32,12 @@ from airflow_provider_ontrack.client.settings import OnTrackSettings
 FALLBACK_LIFETIME = 300.0
 # Renew this long before expiry, so that a token never runs out between the check and the call.
 MAX_RENEWAL_MARGIN = 120.0
+# A lifetime shorter than this is taken as this, so that a server announcing a tiny one cannot make
+# every call request a new token; a token that really expires sooner is renewed on its 401.
+MIN_LIFETIME = 1.0
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The characters of a bearer token (RFC 6750); anything else could not travel in a header.
+_BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
 @dataclass
@@ -116,9 +123,9 @@ class TokenManager:
         return self._slot.requests_made
 
     def known_secrets(self) -> tuple[str, ...]:
-        """The client secret, the password and the current token, for scrubbing error texts."""
+        """Every form of a secret an answer could echo, and the current token, for scrubbing errors."""
         token = self._slot.token
-        return self.settings.secrets + ((token.value,) if token is not None else ())
+        return self.settings.secret_forms + ((token.value,) if token is not None else ())
 
     def get(self) -> str:
         """Return a token that stays valid for at least the renewal margin."""
@@ -155,8 +162,8 @@ class TokenManager:
                     timeout=settings.timeout,
                     allow_redirects=False,
                 )
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                problem = f"no answer ({type(exc).__name__})"
+            except requests.RequestException as exc:
+                problem = f"no usable answer ({type(exc).__name__})"
                 wait = None
             else:
                 if response.status_code == 200:
@@ -192,7 +199,7 @@ class TokenManager:
     def _accept(self, response: requests.Response) -> AccessToken:
         try:
             payload = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         if not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
             raise OnTrackAuthError(
@@ -202,6 +209,12 @@ class TokenManager:
             )
 
         value = payload["access_token"]
+        if not _BEARER_TOKEN.match(value):
+            raise OnTrackAuthError(
+                f"The token endpoint {self.settings.auth_url} issued an access token that is empty or "
+                "holds characters a bearer token cannot have",
+                status=200,
+            )
         self._on_secret(value)
 
         token_type = payload.get("token_type")
@@ -217,6 +230,7 @@ class TokenManager:
             self._log.info(
                 "The token response gave no lifetime; assuming %.0f s and renewing on a 401", lifetime
             )
+        lifetime = max(lifetime, MIN_LIFETIME)
         margin = min(MAX_RENEWAL_MARGIN, lifetime / 10)
         self._log.info(
             "Obtained an ON!Track token for %s, valid for %.0f s", self.settings.username, lifetime
@@ -226,10 +240,10 @@ class TokenManager:
     def _refusal(self, response: requests.Response) -> OnTrackAuthError:
         try:
             payload: Any = response.json()
-        except ValueError:
-            payload = response.text
+        except (ValueError, RecursionError):
+            payload = response.text[:2000]
         error = payload.get("error") if isinstance(payload, dict) else None
-        described = redact(body_excerpt(payload), self.settings.secrets)
+        described = redact(body_excerpt(payload), self.settings.secret_forms)
 
         status = response.status_code
         if error == "invalid_client" or (status == 401 and error is None):
@@ -254,7 +268,7 @@ def _lifetime(expires_in: Any, token: str) -> float | None:
     try:
         if expires_in is not None and not isinstance(expires_in, bool):
             seconds = float(expires_in)
-            if seconds > 0:
+            if 0 < seconds < math.inf:
                 return seconds
     except (TypeError, ValueError):
         pass
@@ -278,6 +292,6 @@ def _jwt_claims(token: str) -> dict[str, Any]:
     try:
         padded = parts[1] + "=" * (-len(parts[1]) % 4)
         claims = json.loads(base64.urlsafe_b64decode(padded))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return {}
     return claims if isinstance(claims, dict) else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import cached_property
 from typing import Any, Iterator, Mapping
+from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 
@@ -53,7 +54,9 @@ class OnTrackHook(BaseHook):
                 host=conn.host, login=conn.login, password=conn.password, extra=conn.extra_dejson
             )
         except OnTrackConfigError as exc:
-            raise OnTrackConfigError(exc.field, f"{exc} (connection {self.ontrack_conn_id!r})") from None
+            raise OnTrackConfigError(
+                exc.field, f"{exc.message} (connection {self.ontrack_conn_id!r})"
+            ) from None
 
         for secret in settings.secrets:
             _mask(secret)
@@ -111,7 +114,8 @@ class OnTrackHook(BaseHook):
 
     def get_record(self, resource: str, record_id: str) -> dict[str, Any]:
         """Read one record by its ON!Track id."""
-        return self.request("GET", f"{self.settings.path_for(resource)}/{_record_id(record_id)}")
+        path = f"{self.settings.path_for(resource)}/{_record_path_id(record_id)}"
+        return _expect_record(self.request("GET", path), "GET", path)
 
     def create_record(self, resource: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Create one record and return it as stored, with the id ON!Track gave it.
@@ -119,14 +123,17 @@ class OnTrackHook(BaseHook):
         A create is not repeated after a timeout or a dropped connection, because ON!Track may have
         stored it; :class:`~airflow_provider_ontrack.client.OnTrackAmbiguousWriteError` says so.
         """
-        return self.request("POST", self.settings.path_for(resource), json=_record_body(record))
+        path = self.settings.path_for(resource)
+        return _expect_record(self.request("POST", path, json=_record_body(record)), "POST", path)
 
     def update_record(self, resource: str, record_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Update one record and return it as stored."""
         body = _record_body(record)
-        if body.get("id") not in (None, record_id):
+        path_id = _record_path_id(record_id)
+        if body.get("id") not in (None, record_id.strip()):
             raise OnTrackConfigError("id", f"the record's id {body['id']!r} differs from {record_id!r}")
-        return self.request("PUT", f"{self.settings.path_for(resource)}/{_record_id(record_id)}", json=body)
+        path = f"{self.settings.path_for(resource)}/{path_id}"
+        return _expect_record(self.request("PUT", path, json=body), "PUT", path)
 
     def iter_assets(self, *, page_size: int | None = None, **params: Any) -> Iterator[dict[str, Any]]:
         """Yield every ON!Track asset that matches ``params`` (for example a change window)."""
@@ -242,10 +249,28 @@ def _mask(secret: str) -> None:
     mask_secret(secret)
 
 
-def _record_id(record_id: Any) -> str:
-    if not isinstance(record_id, str) or not record_id.strip() or "/" in record_id:
-        raise OnTrackConfigError("id", f"must be a non-empty ON!Track id without '/', got {record_id!r}")
-    return record_id.strip()
+def _record_path_id(record_id: Any) -> str:
+    """Turn an ON!Track id into one escaped path segment.
+
+    Ids are opaque, so every character that means something in a URL is escaped: an id can never
+    add a query or step up the path.
+    """
+    text = record_id.strip() if isinstance(record_id, str) else ""
+    if text in ("", ".", ".."):
+        raise OnTrackConfigError("id", f"must be a non-empty ON!Track id, got {record_id!r}")
+    return quote(text, safe="")
+
+
+def _expect_record(answer: Any, method: str, path: str) -> dict[str, Any]:
+    if not isinstance(answer, dict):
+        raise OnTrackApiError(
+            f"expected a record, got {type(answer).__name__}",
+            status=None,
+            method=method,
+            path=path,
+            body=None,
+        )
+    return answer
 
 
 def _record_body(record: Any) -> dict[str, Any]:

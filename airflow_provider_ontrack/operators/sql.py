@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -129,59 +130,60 @@ class SqlTableWriter:
 
     def __init__(self, db_hook: DbApiHook, table: str, *, log: Any) -> None:
         self.db_hook = db_hook
-        self.table = table
+        self.table = ".".join(self._quote(part) for part in table.split("."))
         self.log = log
-        self.columns: dict[str, str] = {}
+        self.fields: list[str] = []
         self.rows_written = 0
-        self._known: set[str] = set()
-        self._prepared = False
+        self._columns: set[str] | None = None
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """The column of each field written so far."""
+        return {field: column_name(field) for field in self.fields}
 
     def write(self, records: list[dict[str, Any]]) -> None:
         """Upsert ``records``; each must carry an ``id``."""
-        columns_of_batch: dict[str, str] = {}
         for record in records:
-            if not isinstance(record, dict) or not record.get("id"):
+            if not isinstance(record, dict) or record.get("id") in (None, ""):
                 raise OnTrackConfigError(
                     "id", f"every record needs an id to be upserted, got {_brief(record)}"
                 )
-            for field in record:
-                columns_of_batch.setdefault(field, column_name(field))
 
-        self._ensure_columns(columns_of_batch)
-        fields = list(self.columns)
-        rows = [tuple(_cell(record.get(field)) for field in fields) for record in records]
+        known = set(self.fields)
+        new_fields = [
+            field
+            for field in dict.fromkeys(key for record in records for key in record)
+            if field not in known
+        ]
+        if new_fields:
+            self._add_columns(new_fields)
+
+        rows = [tuple(_cell(record.get(field)) for field in self.fields) for record in records]
         self.db_hook.insert_rows(
             self.table,
             rows,
-            target_fields=[self.columns[field] for field in fields],
+            target_fields=[self._quote(column_name(field)) for field in self.fields],
             commit_every=len(rows),
             replace=True,
-            replace_index=["id"],
+            replace_index=[self._quote("id")],
             executemany=True,
         )
         self.rows_written += len(rows)
 
-    def _ensure_columns(self, wanted: dict[str, str]) -> None:
-        if not self._prepared:
-            existing = self._existing_columns()
-            if existing is None:
-                self._create_table(wanted)
-                existing = set(wanted.values())
-            self.columns = {field: name for field, name in wanted.items() if name in existing}
-            self._known = existing
-            self._prepared = True
+    def _add_columns(self, fields: list[str]) -> None:
+        if self._columns is None:
+            self._columns = self._existing_columns()
+            if self._columns is None:
+                self._create_table(fields)
+                self._columns = {column_name(field) for field in fields} | {"id"}
 
-        for field, name in wanted.items():
-            if field in self.columns:
-                continue
-            while name in self.columns.values():
-                # Two fields that differ only in spelling (costCenter, cost_center) keep separate columns.
-                name += "_"
-            if name not in self._known:
+        for field in fields:
+            name = column_name(field)
+            if name not in self._columns:
                 self.log.info("Adding column %s to %s for the new field %s", name, self.table, field)
                 self._run(f"ALTER TABLE {self.table} ADD COLUMN {self._quote(name)} TEXT")
-                self._known.add(name)
-            self.columns[field] = name
+                self._columns.add(name)
+            self.fields.append(field)
 
     def _existing_columns(self) -> set[str] | None:
         with closing(self.db_hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
@@ -193,8 +195,8 @@ class SqlTableWriter:
                 return None
             return {str(description[0]).lower() for description in cursor.description}
 
-    def _create_table(self, wanted: dict[str, str]) -> None:
-        others = [name for name in wanted.values() if name != "id"]
+    def _create_table(self, fields: list[str]) -> None:
+        others = [column_name(field) for field in fields if field != "id"]
         columns = ", ".join(
             [f"{self._quote('id')} VARCHAR(255) NOT NULL PRIMARY KEY"]
             + [f"{self._quote(name)} TEXT" for name in others]
@@ -206,14 +208,31 @@ class SqlTableWriter:
         self.db_hook.run(statement, autocommit=True)
 
     def _quote(self, name: str) -> str:
-        return self.db_hook.dialect.escape_word(name)
+        # Always quoted: a field may be named after a keyword of one database or another.
+        return self.db_hook.escape_word_format.format(name)
+
+
+_CAMEL_CASE = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+_LONGEST_COLUMN = 60
 
 
 def column_name(field: str) -> str:
-    """Turn an API field name into a lower-case SQL column name (``lastModifiedDate``, for one)."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", field).lower()
-    snake = re.sub(r"[^a-z0-9_]+", "_", snake).strip("_") or "field"
-    return f"f_{snake}" if snake[0].isdigit() else snake
+    """Turn an API field name into a SQL column name: ``lastModifiedDate`` is ``last_modified_date``.
+
+    Different fields always get different columns, whatever order they first appear in: the API's
+    camelCase names become snake_case, and any other name (``cost_center``, ``ID``, ``名前``)
+    keeps a readable stem plus a short digest of the exact name, so it cannot meet a camelCase one.
+    """
+    if _CAMEL_CASE.match(field):
+        snake = re.sub(r"[A-Z]", lambda letter: "_" + letter.group().lower(), field)
+        if len(snake) <= _LONGEST_COLUMN:
+            return snake
+
+    stem = re.sub(r"[^a-z0-9]+", "_", field.lower()).strip("_")[:40] or "field"
+    if not stem[0].isalpha():
+        stem = "f_" + stem
+    digest = hashlib.sha256(field.encode()).hexdigest()[:8]
+    return f"{stem}__{digest}"
 
 
 def _cell(value: Any) -> str | None:

@@ -127,7 +127,7 @@ def _normalize_path(path: str) -> str:
     """A fault path relative to the API base (``/assets``); the token path stays ``/hc/token``."""
     path = path.strip()
     if path.startswith(BASE_PATH):
-        path = path[len(BASE_PATH):]
+        path = path[len(BASE_PATH) :]
     path = "/" + path.strip("/")
     return path
 
@@ -547,7 +547,7 @@ class OnTrackSandbox:
             )
 
         if path == BASE_PATH or path.startswith(BASE_PATH + "/"):
-            segments = [unquote(part) for part in path[len(BASE_PATH):].split("/") if part]
+            segments = [unquote(part) for part in path[len(BASE_PATH) :].split("/") if part]
             template = _template(segments)
             with self._lock:
                 key = f"{method} {template}"
@@ -560,7 +560,7 @@ class OnTrackSandbox:
             )
 
         if path == ADMIN_PATH or path.startswith(ADMIN_PATH + "/"):
-            return self._serve_admin(method, "/" + path[len(ADMIN_PATH):].strip("/"), body)
+            return self._serve_admin(method, "/" + path[len(ADMIN_PATH) :].strip("/"), body)
 
         return _error(404, f"No endpoint {method} {path}")
 
@@ -886,9 +886,11 @@ class OnTrackSandbox:
         if methods is None:
             return _error(404, f"No sandbox endpoint {path}")
         if method not in methods:
-            return _error(405, f"{method} is not supported on {ADMIN_PATH}{path}", headers=[
-                ("Allow", ", ".join(methods))
-            ])
+            return _error(
+                405,
+                f"{method} is not supported on {ADMIN_PATH}{path}",
+                headers=[("Allow", ", ".join(methods))],
+            )
         return methods[method]()
 
     def _admin_config(self, body: bytes) -> _Reply:

@@ -20,19 +20,66 @@ from typing import Any
 RESOURCES = ("workers", "locations", "assets")
 
 WORKER_FIELDS = (
-    "id", "externalId", "firstName", "lastName", "designation", "email", "mobilePhone", "costCenter",
-    "contractType", "isUser", "roleId", "lastModifiedDate",
+    "id",
+    "externalId",
+    "firstName",
+    "lastName",
+    "designation",
+    "email",
+    "mobilePhone",
+    "costCenter",
+    "contractType",
+    "isUser",
+    "roleId",
+    "lastModifiedDate",
 )
 LOCATION_FIELDS = (
-    "id", "externalId", "ontrackId", "origin", "name", "type", "managerId", "description", "scanCode",
-    "costCenter", "addressLine1", "addressLine2", "city", "state", "postalCode", "country", "locationState",
-    "labels", "lastModifiedDate",
+    "id",
+    "externalId",
+    "ontrackId",
+    "origin",
+    "name",
+    "type",
+    "managerId",
+    "description",
+    "scanCode",
+    "costCenter",
+    "addressLine1",
+    "addressLine2",
+    "city",
+    "state",
+    "postalCode",
+    "country",
+    "locationState",
+    "labels",
+    "lastModifiedDate",
 )
 ASSET_FIELDS = (
-    "id", "externalId", "ontrackId", "name", "description", "scanCode", "inventoryNumber", "serialNumber",
-    "manufacturerName", "model", "categoryCode", "assetType", "status", "ownershipType", "currentLocationId",
-    "responsibleWorkerId", "parentAssetId", "costCode", "purchasePrice", "purchaseCurrency", "purchaseDate",
-    "purchaseOrderNumber", "vendor", "labels", "lastModifiedDate",
+    "id",
+    "externalId",
+    "ontrackId",
+    "name",
+    "description",
+    "scanCode",
+    "inventoryNumber",
+    "serialNumber",
+    "manufacturerName",
+    "model",
+    "categoryCode",
+    "assetType",
+    "status",
+    "ownershipType",
+    "currentLocationId",
+    "responsibleWorkerId",
+    "parentAssetId",
+    "costCode",
+    "purchasePrice",
+    "purchaseCurrency",
+    "purchaseDate",
+    "purchaseOrderNumber",
+    "vendor",
+    "labels",
+    "lastModifiedDate",
 )
 FIELDS = {"workers": WORKER_FIELDS, "locations": LOCATION_FIELDS, "assets": ASSET_FIELDS}
 
@@ -188,44 +235,138 @@ _EXTRA_LAST = ("Miller", "Moore", "Clark", "Lewis", "Walker", "Hall", "Young", "
 _MAIL_DOMAIN = "bauwerk-sandbox.example"
 
 _DESIGNATIONS = (
-    "Site Manager", "Foreman", "Electrician", "Tool Crib Attendant", "Project Engineer", "Plumber",
-    "Carpenter", "HVAC Technician", "Site Supervisor", "Fleet Manager", "Apprentice", "Surveyor",
+    "Site Manager",
+    "Foreman",
+    "Electrician",
+    "Tool Crib Attendant",
+    "Project Engineer",
+    "Plumber",
+    "Carpenter",
+    "HVAC Technician",
+    "Site Supervisor",
+    "Fleet Manager",
+    "Apprentice",
+    "Surveyor",
 )
 _COST_CENTERS = ("CC-1000", "CC-1100", "CC-2100", "CC-2200", "CC-3050", "CC-4100", "CC-7200")
 
 # (name, type, address line 1, address line 2, city, state, postal code, country)
 _SITES = (
-    ("Baustelle Zürich-Oerlikon", "JOBSITE", "Binzmühlestrasse 80", "Baufeld B", "Zürich", "ZH", "8050",
-     "CH"),
+    (
+        "Baustelle Zürich-Oerlikon",
+        "JOBSITE",
+        "Binzmühlestrasse 80",
+        "Baufeld B",
+        "Zürich",
+        "ZH",
+        "8050",
+        "CH",
+    ),
     ("Main Warehouse Schaan", "WAREHOUSE", "Feldkircher Strasse 100", None, "Schaan", None, "9494", "LI"),
     ("東京 渋谷 現場", "JOBSITE", "渋谷2丁目21-1", "第3工区", "渋谷区", "東京都", "150-0002", "JP"),
-    ("Warszawa Magazyn Centralny", "WAREHOUSE", "ul. Marszałkowska 104", "Brama 3", "Warszawa",
-     "mazowieckie", "00-017", "PL"),
-    ("Baustelle München Werksviertel", "JOBSITE", "Atelierstraße 10", None, "München", "Bayern", "81671",
-     "DE"),
-    ("Wien Hauptbahnhof Erweiterung", "JOBSITE", "Am Hauptbahnhof 1", "Bauteil C", "Wien", "Wien", "1100",
-     "AT"),
+    (
+        "Warszawa Magazyn Centralny",
+        "WAREHOUSE",
+        "ul. Marszałkowska 104",
+        "Brama 3",
+        "Warszawa",
+        "mazowieckie",
+        "00-017",
+        "PL",
+    ),
+    (
+        "Baustelle München Werksviertel",
+        "JOBSITE",
+        "Atelierstraße 10",
+        None,
+        "München",
+        "Bayern",
+        "81671",
+        "DE",
+    ),
+    (
+        "Wien Hauptbahnhof Erweiterung",
+        "JOBSITE",
+        "Am Hauptbahnhof 1",
+        "Bauteil C",
+        "Wien",
+        "Wien",
+        "1100",
+        "AT",
+    ),
     ("Hudson Yards Tower C", "JOBSITE", "500 W 33rd St", "Gate 4", "New York", "NY", "10001", "US"),
     ("Dallas Distribution Center", "WAREHOUSE", "7250 Dallas Pkwy", "Dock 12", "Plano", "TX", "75024", "US"),
-    ("Manchester Northern Quarter Refit", "JOBSITE", "45 Oldham St", None, "Manchester",
-     "Greater Manchester", "M1 1JG", "GB"),
-    ("Lager Berlin-Marienfelde", "WAREHOUSE", "Motzener Straße 12", "Halle 2", "Berlin", "Berlin", "12277",
-     "DE"),
-    ("Kraków Nowa Huta Osiedle", "JOBSITE", "al. Jana Pawła II 41", None, "Kraków", "małopolskie",
-     "31-864", "PL"),
-    ("Chantier Lyon Part-Dieu", "JOBSITE", "17 Rue de la Villette", "Lot 2", "Lyon",
-     "Auvergne-Rhône-Alpes", "69003", "FR"),
+    (
+        "Manchester Northern Quarter Refit",
+        "JOBSITE",
+        "45 Oldham St",
+        None,
+        "Manchester",
+        "Greater Manchester",
+        "M1 1JG",
+        "GB",
+    ),
+    (
+        "Lager Berlin-Marienfelde",
+        "WAREHOUSE",
+        "Motzener Straße 12",
+        "Halle 2",
+        "Berlin",
+        "Berlin",
+        "12277",
+        "DE",
+    ),
+    (
+        "Kraków Nowa Huta Osiedle",
+        "JOBSITE",
+        "al. Jana Pawła II 41",
+        None,
+        "Kraków",
+        "małopolskie",
+        "31-864",
+        "PL",
+    ),
+    (
+        "Chantier Lyon Part-Dieu",
+        "JOBSITE",
+        "17 Rue de la Villette",
+        "Lot 2",
+        "Lyon",
+        "Auvergne-Rhône-Alpes",
+        "69003",
+        "FR",
+    ),
 )
 _LOCATION_LABELS = (
-    "high-rise", "night-shift", "indoor", "bonded", "24/7", "restricted-access", "Prüfpflicht",
+    "high-rise",
+    "night-shift",
+    "indoor",
+    "bonded",
+    "24/7",
+    "restricted-access",
+    "Prüfpflicht",
 )
 _LOCATION_NOTES = (
-    None, None, "Anlieferung nur Mo–Fr 7–16 Uhr", "Hard hats and hi-vis beyond gate 4", "立入禁止区域あり",
-    "Magazyn z rampą załadunkową", "Crane slot bookings via site office",
+    None,
+    None,
+    "Anlieferung nur Mo–Fr 7–16 Uhr",
+    "Hard hats and hi-vis beyond gate 4",
+    "立入禁止区域あり",
+    "Magazyn z rampą załadunkową",
+    "Crane slot bookings via site office",
 )
 
-_CURRENCY = {"CH": "CHF", "LI": "CHF", "DE": "EUR", "AT": "EUR", "FR": "EUR", "US": "USD", "GB": "GBP",
-             "JP": "JPY", "PL": "PLN"}
+_CURRENCY = {
+    "CH": "CHF",
+    "LI": "CHF",
+    "DE": "EUR",
+    "AT": "EUR",
+    "FR": "EUR",
+    "US": "USD",
+    "GB": "GBP",
+    "JP": "JPY",
+    "PL": "PLN",
+}
 _FX = {"CHF": 0.95, "EUR": 1.0, "USD": 1.08, "GBP": 0.86, "JPY": 162.0, "PLN": 4.3}
 
 # (manufacturer, model, name, category, min price EUR, max price EUR, serial prefix)
@@ -288,8 +429,16 @@ _ASSET_NOTES = (
     "Kalibriert am Jahresanfang",
 )
 _ASSET_LABELS = (
-    "calibration-due", "heavy", "nuron", "fleet-2024", "dust-class-M", "rental-return", "priority",
-    "outdoor", "Prüfung fällig", "要点検",
+    "calibration-due",
+    "heavy",
+    "nuron",
+    "fleet-2024",
+    "dust-class-M",
+    "rental-return",
+    "priority",
+    "outdoor",
+    "Prüfung fällig",
+    "要点検",
 )
 _VENDORS = ("Würth", "Grainger", "Toolstation", "Hoffmann Group", "Kaiser+Kraft", "Brandon Hire", "Rexel")
 
@@ -406,7 +555,8 @@ class Tenant:
                 "lastName": last,
                 "designation": _DESIGNATIONS[rng.randrange(len(_DESIGNATIONS))],
                 "email": f"{local}@{_MAIL_DOMAIN}" if has_mail else None,
-                "mobilePhone": f"{phone_prefix} {rng.randint(1_000_000, 9_999_999)}" if rng.random() < 0.9
+                "mobilePhone": f"{phone_prefix} {rng.randint(1_000_000, 9_999_999)}"
+                if rng.random() < 0.9
                 else None,
                 "costCenter": _COST_CENTERS[rng.randrange(len(_COST_CENTERS))],
                 "contractType": _weighted(rng, (("FULL_TIME", 0.8), ("TEMPORARY", 0.12), ("AGENCY", 0.08))),
@@ -508,7 +658,8 @@ class Tenant:
                 "externalId": f"ERP-A-{index + 1:06d}" if roll() < 0.9 else None,
                 "ontrackId": str(7_000_000 + index),
                 "name": f"{label} {index + 1:03d}" if is_storage else label,
-                "description": _ASSET_NOTES[int(note_roll * 100) % len(_ASSET_NOTES)] if note_roll < 0.25
+                "description": _ASSET_NOTES[int(note_roll * 100) % len(_ASSET_NOTES)]
+                if note_roll < 0.25
                 else None,
                 "scanCode": scan,
                 "inventoryNumber": f"INV-{inventory_base + index:06d}",
@@ -527,7 +678,8 @@ class Tenant:
                 "purchaseCurrency": currency,
                 "purchaseDate": bought.isoformat(),
                 "purchaseOrderNumber": f"PO-{bought.year}-{1 + int(order_roll * 1e6) % 99_999:05d}"
-                if order_roll < 0.7 else None,
+                if order_roll < 0.7
+                else None,
                 "vendor": "Hilti" if maker == "Hilti" else vendor,
                 "labels": labels,
             }
@@ -576,7 +728,7 @@ class Tenant:
             ids = self._ids[resource] if start is None and end is None else self._window(resource, start, end)
             offset = (page - 1) * page_size
             table = self._records[resource]
-            return [_copy(table[rid]) for rid in ids[offset:offset + page_size]], len(ids)
+            return [_copy(table[rid]) for rid in ids[offset : offset + page_size]], len(ids)
 
     def _window(self, resource: str, start: datetime | None, end: datetime | None) -> list[str]:
         index = self._by_date[resource]

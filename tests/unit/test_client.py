@@ -21,6 +21,7 @@ from airflow_provider_ontrack.client.errors import (
     OnTrackTransportError,
     OnTrackUnauthorizedError,
 )
+from airflow_provider_ontrack.client.pacing import SPACING_MARGIN
 from airflow_provider_ontrack.client.tokens import TokenManager
 
 BASE_URL = "https://api.example.test/ts/ontrack/unite/v1"
@@ -298,7 +299,7 @@ class TestRetries:
     def test_pacer_is_shared_by_clients_of_the_same_tenant(self, token_route, client) -> None:
         first, second = client(calls_per_second=5.0), client(calls_per_second=2.0)
         assert first.pacer is second.pacer
-        assert first.pacer.interval == pytest.approx(0.5)
+        assert first.pacer.interval == pytest.approx(0.5 * SPACING_MARGIN)
 
 
 class TestErrors:

@@ -10,7 +10,13 @@ from email.utils import formatdate
 import pytest
 
 from airflow_provider_ontrack.client import pacing
-from airflow_provider_ontrack.client.pacing import CallPacer, backoff_delay, parse_retry_after, shared_pacer
+from airflow_provider_ontrack.client.pacing import (
+    SPACING_MARGIN,
+    CallPacer,
+    backoff_delay,
+    parse_retry_after,
+    shared_pacer,
+)
 
 
 class TestCallPacer:
@@ -24,15 +30,15 @@ class TestCallPacer:
             pacer.wait_for_slot()
             times.append(clock.now)
 
-        assert times == pytest.approx([1000.0, 1000.5, 1001.0, 1001.5, 1002.0, 1002.5])
-        assert sleeps.calls == pytest.approx([0.5] * 5)
+        assert times == pytest.approx([1000.0 + n * 0.5 * SPACING_MARGIN for n in range(6)])
+        assert sleeps.calls == pytest.approx([0.5 * SPACING_MARGIN] * 5)
 
     def test_returns_seconds_waited(self, clock, sleeps) -> None:
         pacer = CallPacer(4.0, clock=clock, sleep=sleeps)
         clock.now = 10.0
         assert pacer.wait_for_slot() == 0
-        assert pacer.wait_for_slot() == pytest.approx(0.25)  # the clock did not move: booked ahead
-        assert pacer.wait_for_slot() == pytest.approx(0.5)
+        assert pacer.wait_for_slot() == pytest.approx(0.25 * SPACING_MARGIN)  # booked ahead: no time passed
+        assert pacer.wait_for_slot() == pytest.approx(0.5 * SPACING_MARGIN)
 
     def test_no_wait_after_a_long_pause(self, clock, sleeps) -> None:
         pacer = CallPacer(2.0, clock=clock, sleep=sleeps)
@@ -40,8 +46,8 @@ class TestCallPacer:
         pacer.wait_for_slot()
         clock.now = 60.0  # idle for a while: no credit is saved up, but no waiting either
         assert pacer.wait_for_slot() == 0
-        assert pacer.wait_for_slot() == pytest.approx(0.5)
-        assert sleeps.calls == pytest.approx([0.5])
+        assert pacer.wait_for_slot() == pytest.approx(0.5 * SPACING_MARGIN)
+        assert sleeps.calls == pytest.approx([0.5 * SPACING_MARGIN])
 
     def test_threads_sharing_a_pacer_never_exceed_the_rate(self) -> None:
         rate, threads, calls_each = 50.0, 20, 3
@@ -88,9 +94,9 @@ class TestCallPacer:
     def test_tighten_only_slows_down(self) -> None:
         pacer = CallPacer(10.0)
         pacer.tighten(2.0)
-        assert pacer.interval == pytest.approx(0.5)
+        assert pacer.interval == pytest.approx(0.5 * SPACING_MARGIN)
         pacer.tighten(100.0)
-        assert pacer.interval == pytest.approx(0.5)
+        assert pacer.interval == pytest.approx(0.5 * SPACING_MARGIN)
 
 
 class TestSharedPacer:
@@ -107,12 +113,12 @@ class TestSharedPacer:
 
     def test_slower_rate_tightens_the_shared_pacer(self) -> None:
         first = shared_pacer("tenant", 10.0)
-        assert first.interval == pytest.approx(0.1)
+        assert first.interval == pytest.approx(0.1 * SPACING_MARGIN)
         again = shared_pacer("tenant", 1.0)
         assert again is first
-        assert first.interval == pytest.approx(1.0)
+        assert first.interval == pytest.approx(SPACING_MARGIN)
         shared_pacer("tenant", 50.0)
-        assert first.interval == pytest.approx(1.0)
+        assert first.interval == pytest.approx(SPACING_MARGIN)
 
 
 class _Extreme(random.Random):
