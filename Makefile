@@ -1,6 +1,5 @@
 # Two entry points: `make demo` runs the main job against a local sandbox, `make test` runs the tests.
-# Everything else (a virtual environment with pinned packages, a PostgreSQL server for the tests) is
-# set up on first use.
+# The virtual environment with the pinned packages is set up on first use.
 
 PYTHON ?= python3
 VENV := .venv

@@ -116,6 +116,11 @@ class OnTrackClient:
             self.calls_made += 1
             try:
                 response = self._send(method, url, params, json, token)
+            except requests.exceptions.SSLError as exc:
+                # A certificate that fails verification will fail again; retrying only hides why.
+                raise OnTrackTransportError(
+                    f"TLS verification failed: {_tls_reason(exc)}", status=None, method=method, path=path
+                ) from None
             except requests.RequestException as exc:
                 problem = _describe_failure(exc, self.settings.timeout)
                 if not (repeatable or _never_reached_server(exc)):
@@ -369,6 +374,12 @@ def _describe_failure(exc: requests.RequestException, timeout: float) -> str:
         return f"connection failed ({type(exc).__name__})"
     # Whatever else requests raises (an invalid header, say) may quote the request; name only its kind.
     return f"the call could not be sent ({type(exc).__name__})"
+
+
+def _tls_reason(exc: requests.exceptions.SSLError) -> str:
+    wrapped = exc.args[0] if exc.args else exc
+    reason = getattr(wrapped, "reason", wrapped)
+    return " ".join(str(reason).split())[:300]
 
 
 def _never_reached_server(exc: Exception) -> bool:

@@ -22,11 +22,17 @@ def body_excerpt(body: Any) -> str:
     return text
 
 
+# Like Airflow's secret masker, leave values this short alone: replacing every "s" of a message
+# because a test connection's secret is "s" would hide more than it protects.
+MIN_REDACTED_LENGTH = 5
+
+
 def redact(value: Any, secrets: tuple[str, ...]) -> Any:
     """Return ``value`` with every secret inside its text replaced by ``***``, however deeply nested."""
     if isinstance(value, str):
         for secret in secrets:
-            value = value.replace(secret, "***")
+            if len(secret) >= MIN_REDACTED_LENGTH:
+                value = value.replace(secret, "***")
         return value
     if isinstance(value, dict):
         return {redact(key, secrets): redact(item, secrets) for key, item in value.items()}

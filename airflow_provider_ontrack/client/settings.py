@@ -87,11 +87,15 @@ class OnTrackSettings:
         login: str | None,
         password: str | None,
         extra: Mapping[str, Any] | None,
+        port: int | None = None,
+        schema: str | None = None,
     ) -> OnTrackSettings:
         """Build settings from the parts of an Airflow connection, naming the field of any problem.
 
-        Extras may use the plain name (``client_id``) or the legacy prefixed one
-        (``extra__ontrack__client_id``).
+        The host is the whole base URL. A connection written as a URI
+        (``ontrack://user:password@cloudapis.hilti.com/ts/ontrack/unite/v1?client_id=...``) arrives
+        split into host, port and schema; they are put back together. Extras may use the plain
+        name (``client_id``) or the legacy prefixed one (``extra__ontrack__client_id``).
         """
         extras = _plain_extras(extra or {})
         unknown = sorted(set(extras) - _EXTRA_NAMES)
@@ -103,7 +107,7 @@ class OnTrackSettings:
             )
 
         values: dict[str, Any] = {
-            "base_url": _url("host", host or DEFAULT_BASE_URL),
+            "base_url": _base_url(host, port, schema),
             "username": _required_text("login", login, "the technical user's name"),
             "password": _required_text(
                 "password", password, "the technical user's generated password", secret=True
@@ -212,6 +216,29 @@ def _number(name: str, value: Any, kind: type, low: float, high: float) -> int |
     if math.isnan(number) or not low <= number <= high:
         raise OnTrackConfigError(name, f"must be between {low:g} and {high:g}, got {value!r}")
     return int(number) if kind is int else number
+
+
+def _base_url(host: str | None, port: int | None, schema: str | None) -> str:
+    if not _present(host):
+        if port or _present(schema):
+            raise OnTrackConfigError(
+                "host", "is missing, but a port or schema is set; give the whole base URL"
+            )
+        return DEFAULT_BASE_URL
+
+    base = _url("host", host)
+    parts = urlsplit(base)
+    netloc, path = parts.netloc, parts.path
+    if port:
+        if parts.port not in (None, port):
+            raise OnTrackConfigError("port", f"{port} differs from the port in the host URL {base!r}")
+        netloc = f"{parts.hostname if ':' not in parts.hostname else f'[{parts.hostname}]'}:{port}"
+    if _present(schema):
+        wanted = "/" + _text("schema", schema).strip("/")
+        if path not in ("", "/", wanted):
+            raise OnTrackConfigError("schema", f"{wanted!r} differs from the path in the host URL {base!r}")
+        path = wanted
+    return _url("host", f"{parts.scheme}://{netloc}{path}")
 
 
 def _url(name: str, value: Any) -> str:

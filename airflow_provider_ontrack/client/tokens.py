@@ -162,6 +162,11 @@ class TokenManager:
                     timeout=settings.timeout,
                     allow_redirects=False,
                 )
+            except requests.exceptions.SSLError as exc:
+                raise OnTrackAuthError(
+                    f"TLS verification of the token endpoint {settings.auth_url} failed: "
+                    f"{' '.join(str(getattr(exc.args[0], 'reason', exc)).split())[:300]}"
+                ) from None
             except requests.RequestException as exc:
                 problem = f"no usable answer ({type(exc).__name__})"
                 wait = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -51,7 +52,12 @@ class OnTrackHook(BaseHook):
         conn = self.get_connection(self.ontrack_conn_id)
         try:
             settings = OnTrackSettings.from_connection_fields(
-                host=conn.host, login=conn.login, password=conn.password, extra=conn.extra_dejson
+                host=conn.host,
+                login=conn.login,
+                password=conn.password,
+                extra=conn.extra_dejson,
+                port=conn.port,
+                schema=conn.schema,
             )
         except OnTrackConfigError as exc:
             raise OnTrackConfigError(
@@ -188,17 +194,24 @@ class OnTrackHook(BaseHook):
         try:
             settings = self.settings
         except OnTrackError as exc:
-            return False, f"The connection settings are incomplete: {exc}"
+            return False, f"The connection settings are invalid: {exc}"
 
+        # Someone is waiting for the answer in the UI: one retry and a short timeout, not the patience
+        # a nightly sync deserves.
+        probe = OnTrackClient(
+            replace(settings, max_retries=1, timeout=min(settings.timeout, 15.0)),
+            on_secret=_mask,
+            log=self.log,
+        )
         try:
-            self.get_token()
+            probe.tokens.get()
         except OnTrackAuthError as exc:
+            if exc.status is None:
+                return False, f"The token endpoint {settings.auth_url} could not be reached: {exc}"
             return False, f"Getting a token failed: {exc}"
-        except OnTrackError as exc:
-            return False, f"The token endpoint {settings.auth_url} could not be reached: {exc}"
 
         try:
-            self.request(
+            probe.request(
                 "GET", settings.locations_path, params={settings.page_param: 1, settings.page_size_param: 1}
             )
         except OnTrackApiError as exc:
