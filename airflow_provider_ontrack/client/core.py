@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_ontrack import __version__
@@ -192,7 +193,7 @@ class OnTrackClient:
             limit = MAX_BODY_BYTES if response.status_code < 400 else ERROR_BODY_BYTES
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_content(64 * 1024):
+            for chunk in _body_chunks(response):
                 chunks.append(chunk)
                 size += len(chunk)
                 if time.monotonic() > deadline:
@@ -362,6 +363,32 @@ class OnTrackClient:
     def _redact(self, value: Any) -> Any:
         # A server may echo what it was sent; an error must not carry it into logs or XCom.
         return redact(value, self.tokens.known_secrets())
+
+
+def _body_chunks(response: requests.Response) -> Iterator[bytes]:
+    """Yield the body as it arrives, decoded, in pieces of at most 64 KiB.
+
+    Unlike ``iter_content``, which waits until a whole piece (or the declared length) is there,
+    ``read1`` returns whatever has arrived, so the caller can check its deadline between reads.
+    urllib3's errors are turned into the requests errors they stand for.
+    """
+    raw = response.raw
+    if not hasattr(raw, "read1"):  # urllib3 before 2.3
+        yield from response.iter_content(64 * 1024)
+        return
+
+    while True:
+        try:
+            chunk = raw.read1(64 * 1024, decode_content=True)
+        except urllib3_errors.ReadTimeoutError as exc:
+            raise requests.ReadTimeout(exc) from None
+        except urllib3_errors.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from None
+        except (urllib3_errors.ProtocolError, urllib3_errors.SSLError) as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from None
+        if not chunk:
+            return
+        yield chunk
 
 
 def _describe_failure(exc: requests.RequestException, timeout: float) -> str:

@@ -214,7 +214,7 @@ class TokenManager:
             )
 
         value = payload["access_token"]
-        if not _BEARER_TOKEN.match(value):
+        if not _BEARER_TOKEN.fullmatch(value):
             raise OnTrackAuthError(
                 f"The token endpoint {self.settings.auth_url} issued an access token that is empty or "
                 "holds characters a bearer token cannot have",
@@ -248,7 +248,9 @@ class TokenManager:
         except (ValueError, RecursionError):
             payload = response.text[:2000]
         error = payload.get("error") if isinstance(payload, dict) else None
-        described = redact(body_excerpt(payload), self.settings.secret_forms)
+        # Scrub before rendering: rendering escapes quotes and squeezes spaces, which would change how
+        # a secret inside the body is spelled and let it slip past.
+        described = body_excerpt(redact(payload, self.settings.secret_forms))
 
         status = response.status_code
         if error == "invalid_client" or (status == 401 and error is None):

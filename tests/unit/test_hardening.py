@@ -367,12 +367,6 @@ class TestWholeAnswerDeadline:
         assert server.calls == ["GET /v1/assets", "GET /v1/assets"]
         assert "2 tries" in str(info.value)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="iter_content(64 KiB) blocks until 64 KiB or the announced length arrive, so the "
-        "deadline in OnTrackClient._send is checked only after the whole trickled body",
-    )
     def test_trickled_body_with_content_length_times_out(self, raw_client) -> None:
         with RawServer(trickle_sized) as server:
             api = raw_client(server, timeout=1.0, max_retries=0)
@@ -681,12 +675,6 @@ class TestHostileTokens:
             assert value not in message and repr(value)[1:-1] not in message
         assert "X-Injected" not in message
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=pytest.fail.Exception,
-        reason="_BEARER_TOKEN ends in '$', which also matches before a trailing newline; "
-        "tokens.py should use fullmatch (or \\Z)",
-    )
     def test_token_with_a_trailing_newline_is_refused(self, requests_mock, manager) -> None:
         requests_mock.post(AUTH_URL, json={"access_token": "tok\n", "expires_in": 3600})
 
@@ -786,12 +774,6 @@ class TestHostileTokens:
         assert "***" in message
         assert info.value.status == 400
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="TokenManager._refusal redacts after body_excerpt: JSON escaping, collapsed whitespace "
-        "and the 500-character cut change the secret's text before it is searched for",
-    )
     @pytest.mark.parametrize(
         ("password", "padding"),
         [('pa"ss\\word-1', 0), ("pass  word-number-2", 0), ("cut-in-the-middle-secret-3", 420)],
