@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from airflow_provider_ontrack.client import pacing, tokens
+from airflow_provider_ontrack.client.core import OnTrackClient
 from airflow_provider_ontrack.client.settings import OnTrackSettings
 
 BASE_URL = "https://api.example.test/ts/ontrack/unite/v1"
@@ -16,16 +16,6 @@ CLIENT_ID = "client-id-4711"
 CLIENT_SECRET = "cl13nt-s3cr3t-Xq9"
 USERNAME = "techuser-1234@api-user.hilti.cloud"
 PASSWORD = "g3n3rat3d-pa55word-Zz7"
-
-
-@pytest.fixture(autouse=True)
-def _clean_process_state() -> Iterator[None]:
-    """Start every test with no cached token and no shared pacer, as a new process would."""
-    tokens.forget_cached_tokens()
-    pacing._pacers.clear()
-    yield
-    tokens.forget_cached_tokens()
-    pacing._pacers.clear()
 
 
 @pytest.fixture
@@ -80,3 +70,28 @@ def clock() -> FakeClock:
 @pytest.fixture
 def sleeps() -> SleepRecorder:
     return SleepRecorder()
+
+
+def token(value: str, expires_in: int = 3600) -> dict[str, Any]:
+    """A requests-mock answer of the token endpoint issuing ``value``."""
+    return {"json": {"access_token": value, "expires_in": expires_in, "token_type": "Bearer"}}
+
+
+@pytest.fixture
+def token_route(requests_mock):
+    """A token endpoint that issues tok-1, tok-2, tok-3, ... one per request."""
+    return requests_mock.post(AUTH_URL, [token(f"tok-{n}") for n in range(1, 10)])
+
+
+@pytest.fixture
+def client(settings, sleeps):
+    """Build a client of the fake tenant whose retries sleep into ``sleeps``."""
+    made: list[OnTrackClient] = []
+
+    def build(**overrides: Any) -> OnTrackClient:
+        made.append(OnTrackClient(settings(**overrides), sleep=sleeps))
+        return made[-1]
+
+    yield build
+    for each in made:
+        each.close()

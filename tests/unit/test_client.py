@@ -23,38 +23,13 @@ from airflow_provider_ontrack.client.errors import (
 )
 from airflow_provider_ontrack.client.pacing import SPACING_MARGIN
 from airflow_provider_ontrack.client.tokens import TokenManager
+from tests.unit.conftest import AUTH_URL, BASE_URL, token
 
-BASE_URL = "https://api.example.test/ts/ontrack/unite/v1"
-AUTH_URL = "https://sso.example.test/hc/token"
 ASSETS = BASE_URL + "/assets"
 HTML_503 = (
     "<!DOCTYPE html><html><head><title>Service Unavailable</title></head>"
     "<body><h1>The gateway is down for maintenance</h1>" + "x" * 3000 + "</body></html>"
 )
-
-
-def token(value: str, expires_in: int = 3600) -> dict[str, Any]:
-    return {"json": {"access_token": value, "expires_in": expires_in, "token_type": "Bearer"}}
-
-
-@pytest.fixture
-def token_route(requests_mock):
-    """A token endpoint that issues tok-1, tok-2, tok-3, ... one per request."""
-    return requests_mock.post(AUTH_URL, [token(f"tok-{n}") for n in range(1, 10)])
-
-
-@pytest.fixture
-def client(settings, sleeps):
-    """Build a client of the fake tenant whose retries sleep into ``sleeps``."""
-    made: list[OnTrackClient] = []
-
-    def build(**overrides: Any) -> OnTrackClient:
-        made.append(OnTrackClient(settings(**overrides), sleep=sleeps))
-        return made[-1]
-
-    yield build
-    for each in made:
-        each.close()
 
 
 def bearer(request: Any) -> str:

@@ -64,26 +64,6 @@ def make_jwt(claims: Any) -> str:
 
 
 @pytest.fixture
-def token_route(requests_mock):
-    """A token endpoint that issues tok-1, tok-2, tok-3, ... one per request."""
-    return requests_mock.post(AUTH_URL, [token(f"tok-{n}") for n in range(1, 10)])
-
-
-@pytest.fixture
-def client(settings, sleeps):
-    """Build a client of the fake tenant whose retries sleep into ``sleeps``."""
-    made: list[OnTrackClient] = []
-
-    def build(**overrides: Any) -> OnTrackClient:
-        made.append(OnTrackClient(settings(**overrides), sleep=sleeps))
-        return made[-1]
-
-    yield build
-    for each in made:
-        each.close()
-
-
-@pytest.fixture
 def manager(settings, clock, sleeps):
     """Build a token manager of the fake tenant with a fake clock and a recorded sleep."""
 
