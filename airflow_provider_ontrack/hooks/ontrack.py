@@ -19,6 +19,7 @@ from airflow_provider_ontrack.client import (
     OnTrackSettings,
 )
 from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
+from airflow_provider_ontrack.client.windows import api_time, change_windows
 from airflow_provider_ontrack.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 
@@ -117,6 +118,37 @@ class OnTrackHook(BaseHook):
     def iter_records(self, resource: str, *, page_size: int | None = None, **params: Any) -> Iterator[dict]:
         """Yield every record of ``workers``, ``locations`` or ``assets`` that matches ``params``."""
         return self.paginate(self.settings.path_for(resource), params=params, page_size=page_size)
+
+    def iter_changes(
+        self,
+        resource: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        page_size: int | None = None,
+        **params: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the records of a resource changed in ``[start, end)``, whatever the span's length.
+
+        The API answers change windows of at most 90 days, so a longer span is read window by
+        window. A record changed during the read may come twice, once per window it falls in.
+
+        :param resource: ``workers``, ``locations`` or ``assets``.
+        :param start: the first moment of the span; must carry a time zone.
+        :param end: the moment after the span; must carry a time zone.
+        """
+        windows = change_windows(start, end)
+        for number, (window_start, window_end) in enumerate(windows, 1):
+            self.log.info(
+                "Reading %s changed from %s to %s (window %d of %d)",
+                resource,
+                api_time(window_start),
+                api_time(window_end),
+                number,
+                len(windows),
+            )
+            query = {**params, "startDate": api_time(window_start), "endDate": api_time(window_end)}
+            yield from self.iter_records(resource, page_size=page_size, **query)
 
     def get_record(self, resource: str, record_id: str) -> dict[str, Any]:
         """Read one record by its ON!Track id."""
@@ -306,7 +338,7 @@ def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if isinstance(value, dt.datetime):
             if value.tzinfo is None or value.utcoffset() is None:
                 raise OnTrackConfigError(name, f"needs a time zone, got {value.isoformat()} without one")
-            value = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            value = api_time(value)
         elif isinstance(value, dt.date):
             value = value.isoformat()
         query[name] = value

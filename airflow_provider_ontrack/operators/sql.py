@@ -8,26 +8,23 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
-from functools import cached_property
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseHook
 
 from airflow_provider_ontrack.client.errors import OnTrackConfigError
-from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
+from airflow_provider_ontrack.operators._sync import BaseOnTrackSyncOperator
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
     from airflow.sdk import Context
 
-    from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
 
-SYNCABLE_RESOURCES = ("workers", "locations", "assets")
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-class OnTrackToSqlOperator(BaseOperator):
+class OnTrackToSqlOperator(BaseOnTrackSyncOperator):
     """Copy ON!Track workers, locations or assets into a SQL table, upserting by ON!Track id.
 
     Records are read page by page at the largest page size the API serves and written in batches,
@@ -35,7 +32,8 @@ class OnTrackToSqlOperator(BaseOperator):
     ``TEXT`` column per record field (camelCase names become snake_case: ``lastModifiedDate`` is
     ``last_modified_date``) and ``id`` as primary key; a field that appears later gets its own new
     column. Lists and objects are stored as JSON text, numbers and booleans as their JSON text.
-    Running the task again updates the rows in place.
+    Running the task again updates the rows in place. With ``incremental=True`` only the records
+    changed since the last successful run are read; see :class:`BaseOnTrackSyncOperator`.
 
     .. note::
         Rows are never deleted: a record that disappears from ON!Track stays in the table.
@@ -44,53 +42,22 @@ class OnTrackToSqlOperator(BaseOperator):
     :param sql_conn_id: any Airflow connection whose hook is a common-sql ``DbApiHook``. (templated)
     :param table: the target table, optionally with a schema; ``ontrack_<resource>`` by default.
         (templated)
-    :param filters: query parameters of the list call, such as ``startDate`` and ``endDate``.
-        (templated)
-    :param ontrack_conn_id: the ON!Track connection. (templated)
-    :param page_size: records per API page; the connection's ``max_page_size`` by default.
     :param batch_size: rows per database transaction.
     """
 
-    template_fields: Sequence[str] = ("resource", "sql_conn_id", "table", "filters", "ontrack_conn_id")
-    template_fields_renderers = {"filters": "json"}
-    ui_color = "#d2051e"
-    ui_fgcolor = "#ffffff"
+    template_fields: Sequence[str] = (*BaseOnTrackSyncOperator.template_fields, "sql_conn_id", "table")
 
     def __init__(
-        self,
-        *,
-        resource: str,
-        sql_conn_id: str,
-        table: str | None = None,
-        filters: dict[str, Any] | None = None,
-        ontrack_conn_id: str = DEFAULT_CONN_ID,
-        page_size: int | None = None,
-        batch_size: int = 500,
-        **kwargs: Any,
+        self, *, sql_conn_id: str, table: str | None = None, batch_size: int = 500, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         if batch_size < 1:
             raise OnTrackConfigError("batch_size", f"must be at least 1, got {batch_size}")
-        self.resource = resource
         self.sql_conn_id = sql_conn_id
         self.table = table
-        self.filters = filters or {}
-        self.ontrack_conn_id = ontrack_conn_id
-        self.page_size = page_size
         self.batch_size = batch_size
 
-    @cached_property
-    def hook(self) -> OnTrackHook:
-        """The hook of the task's ON!Track connection."""
-        from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
-
-        return OnTrackHook(ontrack_conn_id=self.ontrack_conn_id)
-
     def execute(self, context: Context) -> dict[str, Any]:
-        if self.resource not in SYNCABLE_RESOURCES:
-            raise OnTrackConfigError(
-                "resource", f"must be one of {', '.join(SYNCABLE_RESOURCES)}, got {self.resource!r}"
-            )
         table = self.table or f"ontrack_{self.resource}"
         if not _TABLE_NAME.match(table):
             raise OnTrackConfigError(
@@ -98,19 +65,18 @@ class OnTrackToSqlOperator(BaseOperator):
             )
 
         started = time.monotonic()
-        calls_before = self.hook.client.calls_made
         writer = SqlTableWriter(_db_hook(self.sql_conn_id), table, log=self.log)
-        records = self.hook.iter_records(
-            self.resource, page_size=self.page_size or self.hook.settings.max_page_size, **self.filters
-        )
+        records, read = self.read_records(context)
+        calls_before = self.hook.client.calls_made
         for batch in _batches(records, self.batch_size):
             writer.write(batch)
 
         summary = {
             "resource": self.resource,
             "table": table,
+            **read,
             "rows": writer.rows_written,
-            "columns": len(writer.columns),
+            "columns": len(writer.fields),
             "api_calls": self.hook.client.calls_made - calls_before,
             "seconds": round(time.monotonic() - started, 1),
         }
