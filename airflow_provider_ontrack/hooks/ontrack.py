@@ -17,6 +17,7 @@ from airflow_provider_ontrack.client import (
     OnTrackConfigError,
     OnTrackError,
     OnTrackSettings,
+    OnTrackUnsupportedOperationError,
 )
 from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
 from airflow_provider_ontrack.client.windows import api_time, change_windows
@@ -97,6 +98,11 @@ class OnTrackHook(BaseHook):
         :param params: query parameters; datetimes are sent as UTC ISO 8601 with a ``Z``.
         :param json: the request body.
         """
+        path = "/" + path.lstrip("/")
+        if method.upper() == "DELETE" and path.rstrip("/").startswith(self.settings.workers_path + "/"):
+            raise OnTrackUnsupportedOperationError(
+                "ON!Track does not allow deleting workers through its API; deactivate them in the app"
+            )
         return self.client.request(method, path, params=_query(params), json=json)
 
     def paginate(
@@ -220,6 +226,75 @@ class OnTrackHook(BaseHook):
     def update_worker(self, worker_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Update one worker; ``isUser``, ``roleId`` and ``email`` together make it an app user."""
         return self.update_record("workers", worker_id, record)
+
+    def activate_worker_user(self, worker_id: str, *, email: str, role_id: str) -> dict[str, Any]:
+        """Give a worker access to the ON!Track app, with the role ``role_id``.
+
+        .. note::
+            Hilti allows this in productive accounts only; a testing account refuses it.
+        """
+        if not isinstance(email, str) or "@" not in email:
+            raise OnTrackConfigError("email", f"must be an e-mail address, got {email!r}")
+        if not isinstance(role_id, str) or not role_id.strip():
+            raise OnTrackConfigError("role_id", f"must name an ON!Track role, got {role_id!r}")
+        return self.update_worker(
+            worker_id, {"isUser": True, "roleId": role_id.strip(), "email": email.strip()}
+        )
+
+    def delete_worker(self, worker_id: str) -> None:
+        """Refuse: the ON!Track API offers no way to delete a worker."""
+        raise OnTrackUnsupportedOperationError(
+            f"ON!Track does not allow deleting workers through its API (worker {worker_id!r}); "
+            "deactivate them in the app"
+        )
+
+    def create_transfer(
+        self,
+        asset_ids: list[str],
+        *,
+        to_location_id: str | None = None,
+        to_worker_id: str | None = None,
+        to_storage_asset_id: str | None = None,
+        transfer_date: dt.datetime | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Move assets to a location, to a worker or into a storage asset; exactly one target.
+
+        A transfer is a create: it is not repeated after a timeout or a dropped connection, since
+        ON!Track may have recorded it; ``OnTrackAmbiguousWriteError`` says so.
+
+        :return: the transfer as ON!Track answers it, with ``transferId`` and ``status``.
+        """
+        if (
+            isinstance(asset_ids, str)
+            or not asset_ids
+            or not all(isinstance(asset_id, str) and asset_id.strip() for asset_id in asset_ids)
+        ):
+            raise OnTrackConfigError("asset_ids", f"must be a non-empty list of asset ids, got {asset_ids!r}")
+        targets = {
+            "toLocationId": to_location_id,
+            "toWorkerId": to_worker_id,
+            "toStorageAssetId": to_storage_asset_id,
+        }
+        given = {key: value for key, value in targets.items() if value}
+        if len(given) != 1:
+            raise OnTrackConfigError(
+                "to_location_id",
+                f"give exactly one of to_location_id, to_worker_id and to_storage_asset_id, got {len(given)}",
+            )
+
+        body: dict[str, Any] = {"assetIds": list(asset_ids), **given}
+        if transfer_date is not None:
+            body["transferDate"] = _query({"transferDate": transfer_date})["transferDate"]
+        if note:
+            body["note"] = note
+        path = self.settings.transfers_path
+        return _expect_record(self.request("POST", path, json=body), "POST", path)
+
+    def get_transfer(self, transfer_id: str) -> dict[str, Any]:
+        """Read one transfer, for example to see whether it is still ``IN_TRANSIT``."""
+        path = f"{self.settings.transfers_path}/{_record_path_id(transfer_id)}"
+        return _expect_record(self.request("GET", path), "GET", path)
 
     def test_connection(self) -> tuple[bool, str]:
         """Get a token and read one location; say in plain words which step failed."""

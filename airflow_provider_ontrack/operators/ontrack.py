@@ -159,3 +159,123 @@ class OnTrackUpdateAssetOperator(OnTrackUpdateRecordOperator):
 
     def __init__(self, *, asset_id: str, record: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(resource="assets", record_id=asset_id, record=record, **kwargs)
+
+
+class OnTrackActivateWorkerOperator(_OnTrackRecordOperator):
+    """Give an ON!Track worker access to the app, with a role; returns the worker as stored.
+
+    .. note::
+        Hilti allows this in productive accounts only; a testing account refuses it.
+
+    :param worker_id: the worker's ON!Track id. (templated)
+    :param email: the e-mail address the worker signs in with. (templated)
+    :param role_id: the ON!Track role to give. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    template_fields: Sequence[str] = ("worker_id", "email", "role_id", "ontrack_conn_id")
+
+    def __init__(self, *, worker_id: str, email: str, role_id: str, **kwargs: Any) -> None:
+        super().__init__(resource="workers", **kwargs)
+        self.worker_id = worker_id
+        self.email = email
+        self.role_id = role_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        worker = self.hook.activate_worker_user(self.worker_id, email=self.email, role_id=self.role_id)
+        self.log.info("Worker %s is now an app user with role %s", self.worker_id, self.role_id)
+        return worker
+
+
+class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
+    """Move ON!Track assets to a location, to a worker or into a storage asset.
+
+    Give exactly one target. Returns ``{"transferId", "status", "assetIds"}``; a transfer may stay
+    ``IN_TRANSIT`` for a while, which the transfer sensor can wait out.
+
+    :param asset_ids: the ids of the assets to move. (templated)
+    :param to_location_id: the jobsite or warehouse to move them to. (templated)
+    :param to_worker_id: the worker to hand them to. (templated)
+    :param to_storage_asset_id: the storage asset (van, container) to put them in. (templated)
+    :param note: a note kept with the transfer. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    template_fields: Sequence[str] = (
+        "asset_ids",
+        "to_location_id",
+        "to_worker_id",
+        "to_storage_asset_id",
+        "note",
+        "ontrack_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        asset_ids: list[str],
+        to_location_id: str | None = None,
+        to_worker_id: str | None = None,
+        to_storage_asset_id: str | None = None,
+        note: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource="assets", **kwargs)
+        self.asset_ids = asset_ids
+        self.to_location_id = to_location_id
+        self.to_worker_id = to_worker_id
+        self.to_storage_asset_id = to_storage_asset_id
+        self.note = note
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        transfer = self.hook.create_transfer(
+            self.asset_ids,
+            to_location_id=self.to_location_id,
+            to_worker_id=self.to_worker_id,
+            to_storage_asset_id=self.to_storage_asset_id,
+            note=self.note,
+        )
+        self.log.info(
+            "Transfer %s of %d assets is %s",
+            transfer.get("transferId"),
+            len(self.asset_ids),
+            transfer.get("status"),
+        )
+        return {key: transfer.get(key) for key in ("transferId", "status", "assetIds")}
+
+
+class OnTrackRequestOperator(_OnTrackRecordOperator):
+    """Call any ON!Track Unite path that no typed operator covers, with the connection's tokens and limits.
+
+    The answer is returned, so it lands in XCom: point it at calls with small answers, and use
+    :class:`~airflow_provider_ontrack.operators.sql.OnTrackToSqlOperator` for lists.
+
+    :param method: the HTTP method. (templated)
+    :param path: the path relative to the API base URL, such as ``/workers/123``. (templated)
+    :param query: query parameters. (templated)
+    :param json: the request body. (templated)
+    :param ontrack_conn_id: the ON!Track connection. (templated)
+    """
+
+    template_fields: Sequence[str] = ("method", "path", "query", "json", "ontrack_conn_id")
+    template_fields_renderers = {"json": "json", "query": "json"}
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        json: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource="", **kwargs)
+        self.method = method
+        self.path = path
+        self.query = query
+        self.json = json
+
+    def execute(self, context: Context) -> Any:
+        answer = self.hook.request(self.method, self.path, params=self.query, json=self.json)
+        self.log.info("%s %s answered", self.method.upper(), self.path)
+        return answer
