@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+# The SQL sink is tested on a private PostgreSQL server; the script installs PostgreSQL if missing.
 test: $(STAMP)
+	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
