@@ -202,8 +202,11 @@ def column_name(field: str) -> str:
 
 
 def _cell(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        # PostgreSQL text cannot hold NUL; drop it everywhere, so that every database holds the same.
+        return value.replace("\x00", "")
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
