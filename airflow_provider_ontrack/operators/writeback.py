@@ -118,6 +118,7 @@ class OnTrackUpsertOperator(BaseOperator):
                 "resource", f"must be one of {', '.join(WRITABLE_RESOURCES)}, got {self.resource!r}"
             )
         dry_run = _as_bool("dry_run", self.dry_run)
+        self._ids = {}
         started = time.monotonic()
         calls_before = self.hook.client.calls_made
         rejects = Rejects()
@@ -230,14 +231,14 @@ class OnTrackUpsertOperator(BaseOperator):
 
         if twice:
             # Which of two ON!Track records to update is not for this task to guess.
-            for line, record in list(wanted):
+            kept = []
+            for line, record in wanted:
                 if record[self.match_on] in twice:
-                    rejects.add(
-                        line,
-                        f"{self.match_on}: {record[self.match_on]!r} matches several ON!Track records",
-                        record,
-                    )
-                    wanted.remove((line, record))
+                    reason = f"{self.match_on}: {record[self.match_on]!r} matches several ON!Track records"
+                    rejects.add(line, reason, record)
+                else:
+                    kept.append((line, record))
+            wanted[:] = kept
         return found
 
     def _resolve_references(self, wanted: list[tuple[int, dict[str, Any]]], rejects: Rejects) -> None:
@@ -257,7 +258,8 @@ class OnTrackUpsertOperator(BaseOperator):
                 }
 
         created_here = {record[self.match_on] for _, record in wanted}
-        for line, record in list(wanted):
+        kept = []
+        for line, record in wanted:
             for field in used & record.keys():
                 key = record[field]
                 id_field, target = references[field]
@@ -274,8 +276,10 @@ class OnTrackUpsertOperator(BaseOperator):
                     rejects.add(
                         line, f"{field}: no ON!Track {target[:-1]} has {self.match_on} {key!r}", record
                     )
-                    wanted.remove((line, record))
                     break
+            else:
+                kept.append((line, record))
+        wanted[:] = kept
 
     def _pending_references(self, record: dict[str, Any]) -> dict[str, Any]:
         """Resolve what refers to a record created earlier in this run; raise ``KeyError`` if it was not."""
