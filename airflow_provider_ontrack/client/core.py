@@ -16,6 +16,7 @@ from airflow_provider_ontrack import __version__
 from airflow_provider_ontrack.client.errors import (
     OnTrackAmbiguousWriteError,
     OnTrackApiError,
+    OnTrackConfigError,
     OnTrackNotFoundError,
     OnTrackRateLimitError,
     OnTrackTransportError,
@@ -117,6 +118,11 @@ class OnTrackClient:
             self.calls_made += 1
             try:
                 response = self._send(method, url, params, json, token)
+            except requests.exceptions.InvalidJSONError:
+                # Nothing was sent: the body itself cannot be written as JSON (NaN, say).
+                raise OnTrackConfigError(
+                    "json", f"the body of {method} {path} cannot be sent as JSON (NaN or an infinite number?)"
+                ) from None
             except requests.exceptions.SSLError as exc:
                 # A certificate that fails verification will fail again; retrying only hides why.
                 raise OnTrackTransportError(

@@ -8,6 +8,7 @@ let the server judge the rest.
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 
@@ -61,6 +62,8 @@ REFERENCES = {
     },
 }
 
+_SINGULAR = {"workers": "a worker", "locations": "a location", "assets": "an asset"}
+
 # Set by the server; never sent back in an update.
 SERVER_FIELDS = frozenset({"id", "lastModifiedDate", "ontrackId", "origin"})
 
@@ -71,7 +74,7 @@ def problems(resource: str, record: dict[str, Any], *, creating: bool) -> list[s
     if creating:
         for field in REQUIRED_ON_CREATE[resource]:
             if record.get(field) in (None, ""):
-                found.append(f"{field}: required to create a {resource[:-1]}")
+                found.append(f"{field}: required to create {_SINGULAR[resource]}")
 
     for field, allowed in ENUMS[resource].items():
         value = record.get(field)
@@ -83,8 +86,8 @@ def problems(resource: str, record: dict[str, Any], *, creating: bool) -> list[s
             continue
         if field in BOOLEAN_FIELDS and not isinstance(value, bool):
             found.append(f"{field}: must be true or false, got {value!r}")
-        elif field in NUMBER_FIELDS and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            found.append(f"{field}: must be a number, got {value!r}")
+        elif field in NUMBER_FIELDS and not _is_finite_number(value):
+            found.append(f"{field}: must be a finite number, got {value!r}")
         elif field in LIST_FIELDS and not _is_text_list(value):
             found.append(f"{field}: must be a list of texts, got {value!r}")
 
@@ -100,3 +103,7 @@ def problems(resource: str, record: dict[str, Any], *, creating: bool) -> list[s
 
 def _is_text_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

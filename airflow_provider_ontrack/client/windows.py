@@ -23,6 +23,8 @@ def change_windows(
         if value.tzinfo is None or value.utcoffset() is None:
             raise OnTrackConfigError(name, f"needs a time zone, got {value.isoformat()} without one")
 
+    if end <= start:
+        return []
     start = start.astimezone(dt.timezone.utc).replace(microsecond=0)
     end = end.astimezone(dt.timezone.utc)
     if end.microsecond:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -281,6 +282,35 @@ class OnTrackUpsertOperator(BaseOperator):
                 kept.append((line, record))
         wanted[:] = kept
 
+    def _in_creation_order(
+        self, creates: list[tuple[int, dict[str, Any]]], rejects: Rejects
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yield creates so that a record comes after the record of this run it refers to.
+
+        A drill in a gang box in a van, all new, is created van first. Records whose reference can
+        never be met (a cycle, or a parent that was rejected) are rejected once nothing else moves.
+        """
+        waiting = list(creates)
+        while waiting:
+            ready, later = [], []
+            for line, record in waiting:
+                pending = self._pending_keys(record)
+                (later if pending else ready).append((line, record))
+            if not ready:
+                for line, record in later:
+                    rejects.add(line, "the record it refers to was not created in this run", record)
+                return
+            yield from ready
+            waiting = later
+
+    def _pending_keys(self, record: dict[str, Any]) -> list[str]:
+        known = self._ids.get(self.resource, {})
+        return [
+            record[field]
+            for field, (_, target) in REFERENCES[self.resource].items()
+            if target == self.resource and field in record and record[field] not in known
+        ]
+
     def _pending_references(self, record: dict[str, Any]) -> dict[str, Any]:
         """Resolve what refers to a record created earlier in this run; raise ``KeyError`` if it was not."""
         for field, (id_field, target) in REFERENCES[self.resource].items():
@@ -315,17 +345,14 @@ class OnTrackUpsertOperator(BaseOperator):
     def _write(self, plan: Plan, counts: dict[str, int], rejects: Rejects) -> None:
         from airflow_provider_ontrack.client.errors import OnTrackApiError, OnTrackTransportError
 
-        # Records that refer to another record of this run go last, after the one they refer to.
-        waiting = set(REFERENCES[self.resource])
-        creates = sorted(plan.creates, key=lambda item: bool(waiting & item[1].keys()))
-        for line, record in creates:
+        for line, record in self._in_creation_order(plan.creates, rejects):
             try:
                 created = self.hook.create_record(self.resource, self._pending_references(dict(record)))
-            except KeyError:
-                rejects.add(line, "the record it refers to could not be created", record)
-                continue
             except OnTrackTransportError:
                 raise
+            except OnTrackConfigError as exc:
+                rejects.add(line, str(exc), record)
+                continue
             except OnTrackApiError as exc:
                 if exc.status != 400:
                     raise
@@ -344,6 +371,9 @@ class OnTrackUpsertOperator(BaseOperator):
                 self.hook.update_record(self.resource, record_id, body)
             except OnTrackTransportError:
                 raise
+            except OnTrackConfigError as exc:
+                rejects.add(line, str(exc), plan.inputs[record_id])
+                continue
             except OnTrackApiError as exc:
                 if exc.status != 400:
                     raise
@@ -401,7 +431,7 @@ def _read_json_lines(path: Any) -> Iterator[tuple[int, Any, str | None]]:
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
+                record = json.loads(text, parse_constant=_refuse_constant)
             except ValueError as exc:
                 yield line, text.rstrip("\n"), f"not valid JSON: {exc}"
                 continue
@@ -452,6 +482,8 @@ def _typed(row: dict[str, str]) -> tuple[dict[str, Any], str | None]:
                 number = float(text)
             except ValueError:
                 return row, f"{field}: must be a number, got {text!r}"
+            if not math.isfinite(number):
+                return row, f"{field}: must be a finite number, got {text!r}"
             record[field] = int(number) if number.is_integer() else number
         elif field in LIST_FIELDS:
             if text.startswith("["):
@@ -464,6 +496,11 @@ def _typed(row: dict[str, str]) -> tuple[dict[str, Any], str | None]:
         else:
             record[field] = text
     return record, None
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and the API could not be sent them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _same(wanted: Any, stored: Any) -> bool:
