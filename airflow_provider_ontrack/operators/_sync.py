@@ -60,8 +60,8 @@ class BaseOnTrackSyncOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if overlap < dt.timedelta(0):
-            raise OnTrackConfigError("overlap", f"must not be negative, got {overlap}")
+        if not dt.timedelta(0) <= overlap <= dt.timedelta(days=90):
+            raise OnTrackConfigError("overlap", f"must be between 0 and 90 days, got {overlap}")
         self.resource = resource
         self.filters = filters or {}
         self.ontrack_conn_id = ontrack_conn_id
@@ -124,12 +124,13 @@ def _unwrap(value: Any) -> Any:
     return getattr(value, "__wrapped__", value)
 
 
-def _as_bool(name: str, value: bool | str) -> bool:
+def _as_bool(name: str, value: bool | str, *, allow_empty: bool = True) -> bool:
+    """Read a flag that may arrive as a rendered template; ``allow_empty=False`` refuses "" and "None"."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
     if text in _TRUE:
         return True
-    if text in _FALSE:
+    if text in _FALSE and (allow_empty or text not in ("", "none")):
         return False
     raise OnTrackConfigError(name, f"must be true or false, got {value!r}")

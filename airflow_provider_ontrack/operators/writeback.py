@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
 
 WRITABLE_RESOURCES = ("workers", "locations", "assets")
+# Marks a key that more than one ON!Track record carries: a reference to it names nothing for sure.
+AMBIGUOUS = "<ambiguous>"
 
 
 class OnTrackUpsertOperator(BaseOperator):
@@ -94,6 +96,12 @@ class OnTrackUpsertOperator(BaseOperator):
             )
         if source is None and reject_path is None:
             raise OnTrackConfigError("reject_path", "is needed when records come from a task")
+        if reject_path is not None and source is not None and str(reject_path) == str(source):
+            raise OnTrackConfigError("reject_path", "must not be the source file, which it would overwrite")
+        if match_on in SERVER_FIELDS:
+            raise OnTrackConfigError(
+                "match_on", f"{match_on!r} is set by ON!Track; match on a key of your own"
+            )
         self.resource = resource
         self.source = source
         self.records = records
@@ -118,30 +126,26 @@ class OnTrackUpsertOperator(BaseOperator):
             raise OnTrackConfigError(
                 "resource", f"must be one of {', '.join(WRITABLE_RESOURCES)}, got {self.resource!r}"
             )
-        dry_run = _as_bool("dry_run", self.dry_run)
+        # A template that renders nothing ("None") must not quietly turn a dry run into a real one.
+        dry_run = _as_bool("dry_run", self.dry_run, allow_empty=False)
         self._ids = {}
         started = time.monotonic()
         calls_before = self.hook.client.calls_made
         rejects = Rejects()
 
-        wanted = self._load(rejects)
-        existing = self._existing(wanted, rejects)
-        self._resolve_references(wanted, rejects)
-        plan = self._plan(wanted, existing, rejects)
+        reject_target = self._reject_target(dry_run)
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
+        try:
+            wanted = self._load(rejects)
+            existing = self._existing(wanted, rejects)
+            self._resolve_references(wanted, rejects)
+            plan = self._plan(wanted, existing, rejects)
+            counts["unchanged"] = len(plan.unchanged)
+            self._carry_out(plan, counts, rejects, dry_run)
+        finally:
+            # Also when the run fails: what was rejected so far is known and must not be lost.
+            reject_path = self._write_rejects(rejects, reject_target)
 
-        counts = {"created": 0, "updated": 0, "unchanged": len(plan.unchanged)}
-        if dry_run:
-            counts["created"], counts["updated"] = len(plan.creates), len(plan.updates)
-            for line, record in plan.creates[:20]:
-                self.log.info("Would create line %d: %s %s", line, self.match_on, record.get(self.match_on))
-            for line, record_id, changed in plan.updates[:20]:
-                self.log.info(
-                    "Would update line %d: %s, fields %s", line, record_id, ", ".join(sorted(changed))
-                )
-        else:
-            self._write(plan, counts, rejects)
-
-        reject_path = self._write_rejects(rejects)
         summary = {
             "resource": self.resource,
             **counts,
@@ -163,18 +167,36 @@ class OnTrackUpsertOperator(BaseOperator):
         )
         return summary
 
+    def _carry_out(self, plan: Plan, counts: dict[str, int], rejects: Rejects, dry_run: bool) -> None:
+        if not dry_run:
+            self._write(plan, counts, rejects)
+            return
+
+        counts["created"], counts["updated"] = len(plan.creates), len(plan.updates)
+        for line, record in plan.creates[:20]:
+            self.log.info("Would create line %d: %s %s", line, self.match_on, record.get(self.match_on))
+        for line, record_id, changed in plan.updates[:20]:
+            self.log.info("Would update line %d: %s, fields %s", line, record_id, ", ".join(sorted(changed)))
+
     def _load(self, rejects: Rejects) -> list[tuple[int, dict[str, Any]]]:
         """Read, parse and check the input; return ``(line, record)`` pairs worth matching."""
         seen_keys: dict[str, int] = {}
         loaded = []
+        ignored: set[str] = set()
         for line, record, error in self._input():
             if error:
                 rejects.add(line, error, record)
                 continue
+            # Fields ON!Track sets itself can never match what it stores; sending them would make
+            # every run see a change.
+            ignored.update(SERVER_FIELDS & record.keys())
+            for field in SERVER_FIELDS:
+                record.pop(field, None)
             key = record.get(self.match_on)
             if not isinstance(key, str) or not key.strip():
                 rejects.add(line, f"{self.match_on}: required to match the record, got {key!r}", record)
                 continue
+            key = record[self.match_on] = key.strip()
             if key in seen_keys:
                 rejects.add(
                     line, f"{self.match_on}: {key!r} was given before, on line {seen_keys[key]}", record
@@ -182,6 +204,9 @@ class OnTrackUpsertOperator(BaseOperator):
                 continue
             seen_keys[key] = line
             loaded.append((line, record))
+
+        if ignored:
+            self.log.warning("Ignored fields that ON!Track sets itself: %s", ", ".join(sorted(ignored)))
         return loaded
 
     def _input(self) -> Iterator[tuple[int, dict[str, Any] | Any, str | None]]:
@@ -223,8 +248,8 @@ class OnTrackUpsertOperator(BaseOperator):
         page_size = self.hook.settings.max_page_size
         for record in self.hook.iter_records(self.resource, page_size=page_size):
             key = record.get(self.match_on)
-            if refers_to_itself and key:
-                self._ids.setdefault(self.resource, {})[key] = record["id"]
+            if refers_to_itself:
+                self._remember(self.resource, record)
             if key in keys:
                 if key in found:
                     twice.add(key)
@@ -252,11 +277,9 @@ class OnTrackUpsertOperator(BaseOperator):
         for field in used:
             target = references[field][1]
             if target not in ids:
-                ids[target] = {
-                    record[self.match_on]: record["id"]
-                    for record in self.hook.iter_records(target, page_size=self.hook.settings.max_page_size)
-                    if record.get(self.match_on)
-                }
+                ids[target] = {}
+                for record in self.hook.iter_records(target, page_size=self.hook.settings.max_page_size):
+                    self._remember(target, record)
 
         created_here = {record[self.match_on] for _, record in wanted}
         kept = []
@@ -264,8 +287,16 @@ class OnTrackUpsertOperator(BaseOperator):
             for field in used & record.keys():
                 key = record[field]
                 id_field, target = references[field]
+                if isinstance(key, str):
+                    key = record[field] = key.strip()
                 if key in (None, ""):
                     del record[field]
+                elif not isinstance(key, str):
+                    rejects.add(line, f"{field}: must be an externalId, got {key!r}", record)
+                    break
+                elif ids[target].get(key) is AMBIGUOUS:
+                    rejects.add(line, f"{field}: {key!r} matches several ON!Track {target}", record)
+                    break
                 elif key in ids[target]:
                     del record[field]
                     record[id_field] = ids[target][key]
@@ -274,9 +305,7 @@ class OnTrackUpsertOperator(BaseOperator):
                     # the reference stays until then (see _pending_references).
                     continue
                 else:
-                    rejects.add(
-                        line, f"{field}: no ON!Track {target[:-1]} has {self.match_on} {key!r}", record
-                    )
+                    rejects.add(line, f"{field}: no ON!Track {target[:-1]} has externalId {key!r}", record)
                     break
             else:
                 kept.append((line, record))
@@ -311,6 +340,13 @@ class OnTrackUpsertOperator(BaseOperator):
             if target == self.resource and field in record and record[field] not in known
         ]
 
+    def _remember(self, resource: str, record: dict[str, Any]) -> None:
+        """Note the ON!Track id of a record under its ``externalId``, the key references use."""
+        key = record.get("externalId")
+        if isinstance(key, str) and key.strip():
+            known = self._ids.setdefault(resource, {})
+            known[key.strip()] = AMBIGUOUS if key.strip() in known else record["id"]
+
     def _pending_references(self, record: dict[str, Any]) -> dict[str, Any]:
         """Resolve what refers to a record created earlier in this run; raise ``KeyError`` if it was not."""
         for field, (id_field, target) in REFERENCES[self.resource].items():
@@ -325,7 +361,10 @@ class OnTrackUpsertOperator(BaseOperator):
         plan = Plan()
         for line, record in wanted:
             stored = existing.get(record[self.match_on])
-            found = problems(self.resource, record, creating=stored is None)
+            # An update is judged as the record it will be: a field stored before need not be given again.
+            found = problems(
+                self.resource, record if stored is None else {**stored, **record}, creating=stored is None
+            )
             if found:
                 rejects.add(line, "; ".join(found), record)
             elif stored is None:
@@ -359,7 +398,7 @@ class OnTrackUpsertOperator(BaseOperator):
                 rejects.add(line, f"refused by ON!Track: {_refusal(exc)}", record)
                 continue
             counts["created"] += 1
-            self._ids.setdefault(self.resource, {})[record[self.match_on]] = created["id"]
+            self._remember(self.resource, created)
 
         for line, record_id, changed in plan.updates:
             try:
@@ -382,9 +421,19 @@ class OnTrackUpsertOperator(BaseOperator):
             self.log.debug("Updated %s (%s)", record_id, ", ".join(sorted(changed)))
             counts["updated"] += 1
 
-    def _write_rejects(self, rejects: Rejects) -> str:
-        target = self.reject_path or f"{self.source}.rejected.jsonl"
+    def _reject_target(self, dry_run: bool) -> Any:
+        """Where this run's rejects go; checked before anything is written."""
+        target = str(self.reject_path or f"{self.source}.rejected.jsonl")
+        if dry_run:
+            # A dry run must not overwrite the reject file of the real runs.
+            target = target[: -len(".jsonl")] if target.endswith(".jsonl") else target
+            target += ".dry-run.jsonl"
         path = self._path(target)
+        if path.exists() and path.is_dir():
+            raise OnTrackConfigError("reject_path", f"{target!r} is a folder; name a file")
+        return path
+
+    def _write_rejects(self, rejects: Rejects, path: Any) -> str:
         if path.protocol in ("file", "local"):
             path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as out:
@@ -508,7 +557,7 @@ def _same(wanted: Any, stored: Any) -> bool:
     if isinstance(wanted, bool) or isinstance(stored, bool):
         return wanted is stored
     if isinstance(wanted, (int, float)) and isinstance(stored, (int, float)):
-        return float(wanted) == float(stored)
+        return wanted == stored  # Python compares int and float exactly, and 1299 == 1299.0
     return wanted == stored
 
 

@@ -466,7 +466,9 @@ class TestDryRunAndInputs:
         assert _writes(tenant) == {}
         assert tenant.tenant.counts() == counts
         assert tenant.tenant.get("assets", existing["id"])["name"] == existing["name"]
-        assert (tmp_path / "rejects.jsonl").read_text("utf-8") == ""
+        # A dry run keeps its rejects apart, so that the real runs' reject file stays as it was.
+        assert (tmp_path / "rejects.dry-run.jsonl").read_text("utf-8") == ""
+        assert not (tmp_path / "rejects.jsonl").exists()
 
     def test_records_from_a_task_with_a_reject_path(self, tenant, tmp_path):
         records = [
