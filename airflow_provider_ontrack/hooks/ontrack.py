@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 from dataclasses import replace
 from functools import cached_property
 from typing import Any, Iterator, Mapping
@@ -19,6 +20,7 @@ from airflow_provider_ontrack.client import (
     OnTrackSettings,
     OnTrackUnsupportedOperationError,
 )
+from airflow_provider_ontrack.client.records import SERVER_FIELDS
 from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
 from airflow_provider_ontrack.client.windows import api_time, change_windows
 from airflow_provider_ontrack.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -98,8 +100,9 @@ class OnTrackHook(BaseHook):
         :param params: query parameters; datetimes are sent as UTC ISO 8601 with a ``Z``.
         :param json: the request body.
         """
-        path = "/" + path.lstrip("/")
-        if method.upper() == "DELETE" and path.rstrip("/").startswith(self.settings.workers_path + "/"):
+        # Normalised first, so that "/./workers/1" or "/locations/../workers/1" is seen for what it is.
+        path = posixpath.normpath("/" + path.lstrip("/"))
+        if method.upper() == "DELETE" and path.startswith(self.settings.workers_path + "/"):
             raise OnTrackUnsupportedOperationError(
                 "ON!Track does not allow deleting workers through its API; deactivate them in the app"
             )
@@ -237,9 +240,11 @@ class OnTrackHook(BaseHook):
             raise OnTrackConfigError("email", f"must be an e-mail address, got {email!r}")
         if not isinstance(role_id, str) or not role_id.strip():
             raise OnTrackConfigError("role_id", f"must name an ON!Track role, got {role_id!r}")
-        return self.update_worker(
-            worker_id, {"isUser": True, "roleId": role_id.strip(), "email": email.strip()}
-        )
+        # Whether the API's PUT replaces a record or merges fields is not documented; sending the
+        # whole worker keeps its name either way.
+        worker = {key: value for key, value in self.get_worker(worker_id).items() if key not in SERVER_FIELDS}
+        worker.update({"isUser": True, "roleId": role_id.strip(), "email": email.strip()})
+        return self.update_worker(worker_id, worker)
 
     def delete_worker(self, worker_id: str) -> None:
         """Refuse: the ON!Track API offers no way to delete a worker."""
@@ -276,7 +281,9 @@ class OnTrackHook(BaseHook):
             "toWorkerId": to_worker_id,
             "toStorageAssetId": to_storage_asset_id,
         }
-        given = {key: value for key, value in targets.items() if value}
+        given = {
+            key: value.strip() for key, value in targets.items() if isinstance(value, str) and value.strip()
+        }
         if len(given) != 1:
             raise OnTrackConfigError(
                 "to_location_id",

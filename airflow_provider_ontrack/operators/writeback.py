@@ -225,11 +225,17 @@ class OnTrackUpsertOperator(BaseOperator):
         path = self._path(self.source)
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
-            yield from _read_json_lines(path)
+            read = _read_json_lines
         elif suffix == ".csv":
-            yield from _read_csv(path)
+            read = _read_csv
         else:
             raise OnTrackConfigError("source", f"must end in .jsonl, .ndjson or .csv, got {self.source!r}")
+        try:
+            yield from read(path)
+        except UnicodeDecodeError as exc:
+            raise OnTrackConfigError(
+                "source", f"must be UTF-8 text; byte {exc.start} of {self.source!r} is not (save it as UTF-8)"
+            ) from None
 
     def _existing(
         self, wanted: list[tuple[int, dict[str, Any]]], rejects: Rejects
@@ -475,7 +481,7 @@ class Rejects:
 
 
 def _read_json_lines(path: Any) -> Iterator[tuple[int, Any, str | None]]:
-    with path.open("r", encoding="utf-8") as lines:
+    with path.open("r", encoding="utf-8-sig") as lines:
         for line, text in enumerate(lines, 1):
             if not text.strip():
                 continue
@@ -493,10 +499,24 @@ def _read_json_lines(path: Any) -> Iterator[tuple[int, Any, str | None]]:
 def _read_csv(path: Any) -> Iterator[tuple[int, Any, str | None]]:
     with path.open("r", encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(text)
-        header = next(reader, None)
+        header: list[str] = []
+        for row in reader:
+            # Blank lines before the header are skipped, not taken for an empty header.
+            if any(cell.strip() for cell in row):
+                header = [name.strip() for name in row]
+                break
         if not header:
             return
-        header = [name.strip() for name in header]
+        blank = [str(number) for number, name in enumerate(header, 1) if not name]
+        repeated = sorted({name for name in header if name and header.count(name) > 1})
+        if blank or repeated:
+            # Which of two columns holds the value is a guess; no row of such a file can be trusted.
+            raise OnTrackConfigError(
+                "source",
+                f"the CSV header has {'blank column ' + ', '.join(blank) if blank else ''}"
+                f"{' and ' if blank and repeated else ''}"
+                f"{'repeated columns ' + ', '.join(repeated) if repeated else ''}",
+            )
         for row in reader:
             line = reader.line_num
             if not any(cell.strip() for cell in row):
