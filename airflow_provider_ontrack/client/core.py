@@ -279,16 +279,19 @@ class OnTrackClient:
                 seen += 1
                 yield record
 
-            pages = math.ceil(total / served) if total is not None else None
-            self.log.info(
-                "Read %s page %d of %s, %s of %s %s",
-                path,
-                page,
-                pages if pages is not None else "?",
-                f"{seen:,}",
-                f"{total:,}" if total is not None else "?",
-                label,
-            )
+            if total == 0:
+                self.log.info("Read %s: no %s", path, label)
+            else:
+                pages = math.ceil(total / served) if total is not None else None
+                self.log.info(
+                    "Read %s page %d of %s, %s of %s %s",
+                    path,
+                    page,
+                    pages if pages is not None else "?",
+                    f"{seen:,}",
+                    f"{total:,}" if total is not None else "?",
+                    label,
+                )
             # With a total, a short page proves nothing (the server may cap pages below the size it
             # reports); without one, a short page is the last.
             received += len(records)

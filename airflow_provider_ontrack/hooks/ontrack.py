@@ -321,7 +321,7 @@ class OnTrackHook(BaseHook):
             probe.tokens.get()
         except OnTrackAuthError as exc:
             if exc.status is None:
-                return False, f"The token endpoint {settings.auth_url} could not be reached: {exc}"
+                return False, f"The token endpoint could not be reached: {exc}"
             return False, f"Getting a token failed: {exc}"
 
         try:

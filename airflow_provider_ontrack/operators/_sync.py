@@ -87,7 +87,7 @@ class BaseOnTrackSyncOperator(BaseOperator):
 
         span = self._changed_span(context) if self.incremental else None
         if span is None:
-            self.log.info("Reading every ON!Track %s", self.resource)
+            self.log.info("Reading all ON!Track %s", self.resource)
             return self.hook.iter_records(self.resource, page_size=page_size, **self.filters), {
                 "mode": "full"
             }

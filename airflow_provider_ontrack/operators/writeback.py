@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_ontrack.client.errors import OnTrackConfigError
+from airflow_provider_ontrack.client.errors import OnTrackConfigError, OnTrackError
 from airflow_provider_ontrack.client.records import (
     BOOLEAN_FIELDS,
     LIST_FIELDS,
@@ -60,6 +60,8 @@ class OnTrackUpsertOperator(BaseOperator):
     :param reject_path: where rejected records go, as JSON Lines; ``<source>.rejected.jsonl`` by
         default. Written on every run, so an old reject file never outlives its cause. (templated)
     :param dry_run: only report what would change. (templated)
+    :param max_rejected: fail the task, after writing what it could and the reject file, when more
+        records than this were rejected; by default rejects never fail the task.
     :param source_conn_id: the object storage connection of ``source`` and ``reject_path``, if any.
     :param ontrack_conn_id: the ON!Track connection. (templated)
     """
@@ -85,6 +87,7 @@ class OnTrackUpsertOperator(BaseOperator):
         match_on: str = "externalId",
         reject_path: str | None = None,
         dry_run: bool | str = False,
+        max_rejected: int | None = None,
         source_conn_id: str | None = None,
         ontrack_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
@@ -108,6 +111,7 @@ class OnTrackUpsertOperator(BaseOperator):
         self.match_on = match_on
         self.reject_path = reject_path
         self.dry_run = dry_run
+        self.max_rejected = max_rejected
         self.source_conn_id = source_conn_id
         self.ontrack_conn_id = ontrack_conn_id
         self._ids: dict[str, dict[str, str]] = {}
@@ -165,6 +169,11 @@ class OnTrackUpsertOperator(BaseOperator):
             len(rejects),
             f"; rejects in {reject_path}" if rejects else "",
         )
+        if self.max_rejected is not None and len(rejects) > self.max_rejected:
+            raise OnTrackError(
+                f"{len(rejects)} {self.resource} were rejected, more than max_rejected={self.max_rejected}; "
+                f"the reasons are in {reject_path}"
+            )
         return summary
 
     def _carry_out(self, plan: Plan, counts: dict[str, int], rejects: Rejects, dry_run: bool) -> None:
@@ -443,7 +452,7 @@ class OnTrackUpsertOperator(BaseOperator):
         if path.protocol in ("file", "local"):
             path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as out:
-            for entry in rejects.entries:
+            for entry in sorted(rejects.entries, key=lambda entry: entry["line"]):
                 out.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
         return str(path)
 

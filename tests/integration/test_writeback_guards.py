@@ -240,3 +240,23 @@ def test_blank_transfer_targets_do_not_count(tenant):  # noqa: F811
 
     transfer = OnTrackHook().create_transfer([asset["id"]], to_location_id=location, to_worker_id="  ")
     assert transfer["status"] in ("IN_TRANSIT", "COMPLETED")
+
+
+def test_too_many_rejects_fail_the_task_after_writing_the_rest(tenant, tmp_path):  # noqa: F811
+    from airflow_provider_ontrack.client.errors import OnTrackError
+
+    location = _seeded_location(tenant)["id"]
+    source = _write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"externalId": "G-BAD-1", "name": "x", "currentLocationId": location, "status": "BROKEN"},
+            {"externalId": "G-BAD-2", "name": "x"},
+            {"externalId": "G-OK", "name": "y", "currentLocationId": location},
+        ],
+    )
+
+    with pytest.raises(OnTrackError, match="max_rejected=1"):
+        _upsert(source=str(source), reject_path=str(tmp_path / "r.jsonl"), max_rejected=1)
+
+    assert [entry["line"] for entry in _rejects(tmp_path / "r.jsonl")] == [1, 2]
+    assert _writes(tenant) == {"POST /assets": 1}
