@@ -202,7 +202,6 @@ class TestConnectionFailures:
         ok, message = OnTrackHook(ontrack_conn_id="ontrack_down").test_connection()
 
         assert not ok
-        assert message.startswith(
-            f"The token endpoint http://127.0.0.1:{closed_port}/hc/token could not be reached"
-        )
+        assert message.startswith("The token endpoint could not be reached")
+        assert f"http://127.0.0.1:{closed_port}/hc/token" in message
         assert "on 2 tries" in message  # a connection test retries once, not five times
