@@ -31,7 +31,7 @@ class BaseOnTrackSyncOperator(BaseOperator):
     makes records read twice harmless. The first run, and any run whose ``full_read`` renders true,
     reads everything, because some changes never show in the change window (services, labels set
     by multi-select, edits of templates). A common choice is a weekly full read:
-    ``full_read="{{ logical_date.weekday() == 6 }}"``.
+    ``full_read="{{ data_interval_end.weekday() == 6 and data_interval_end.hour == 0 }}"``.
 
     :param resource: ``workers``, ``locations`` or ``assets``. (templated)
     :param filters: further query parameters of the list call. (templated)
