@@ -191,7 +191,8 @@ class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
     """Move ON!Track assets to a location, to a worker or into a storage asset.
 
     Give exactly one target. Returns ``{"transferId", "status", "assetIds"}``; a transfer may stay
-    ``IN_TRANSIT`` for a while, which the transfer sensor can wait out.
+    ``IN_TRANSIT`` for a while. When Airflow retries the task, the assets are read first: if an
+    earlier try already moved them all, no second transfer is made (status ``ALREADY_THERE``).
 
     :param asset_ids: the ids of the assets to move. (templated)
     :param to_location_id: the jobsite or warehouse to move them to. (templated)
@@ -228,6 +229,13 @@ class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
         self.note = note
 
     def execute(self, context: Context) -> dict[str, Any]:
+        try_number = getattr(context.get("ti"), "try_number", 1) or 1
+        if try_number > 1 and self._already_moved():
+            # An earlier try moved them and then failed before it could say so; moving them again
+            # would record a second transfer.
+            self.log.info("Try %d: the assets are already at the target; no new transfer", try_number)
+            return {"transferId": None, "status": "ALREADY_THERE", "assetIds": list(self.asset_ids)}
+
         transfer = self.hook.create_transfer(
             self.asset_ids,
             to_location_id=self.to_location_id,
@@ -242,6 +250,18 @@ class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
             transfer.get("status"),
         )
         return {key: transfer.get(key) for key in ("transferId", "status", "assetIds")}
+
+    def _already_moved(self) -> bool:
+        field, target = next(
+            (field, value)
+            for field, value in (
+                ("currentLocationId", self.to_location_id),
+                ("responsibleWorkerId", self.to_worker_id),
+                ("parentAssetId", self.to_storage_asset_id),
+            )
+            if value
+        )
+        return all(self.hook.get_asset(asset_id).get(field) == target for asset_id in self.asset_ids)
 
 
 class OnTrackRequestOperator(_OnTrackRecordOperator):

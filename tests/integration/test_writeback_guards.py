@@ -260,3 +260,22 @@ def test_too_many_rejects_fail_the_task_after_writing_the_rest(tenant, tmp_path)
 
     assert [entry["line"] for entry in _rejects(tmp_path / "r.jsonl")] == [1, 2]
     assert _writes(tenant) == {"POST /assets": 1}
+
+
+def test_a_retried_transfer_is_not_made_twice(tenant):  # noqa: F811
+    from types import SimpleNamespace
+
+    from airflow_provider_ontrack.operators.ontrack import OnTrackTransferAssetsOperator
+
+    asset = _plain_assets(tenant)[0]
+    target = next(
+        loc["id"] for loc in tenant.tenant.all("locations") if loc["id"] != asset["currentLocationId"]
+    )
+    operator = OnTrackTransferAssetsOperator(task_id="move", asset_ids=[asset["id"]], to_location_id=target)
+
+    first = operator.execute({"ti": SimpleNamespace(try_number=1)})
+    retry = operator.execute({"ti": SimpleNamespace(try_number=2)})
+
+    assert first["status"] in ("IN_TRANSIT", "COMPLETED")
+    assert retry["status"] == "ALREADY_THERE"
+    assert tenant.stats()["calls"].get("POST /transfers") == 1
