@@ -3,9 +3,9 @@
 Each run reads the workers, locations and assets changed between the end of the last successful
 run's data interval and the end of its own, reaching back one more hour in case a change was
 recorded late. The API serves changes in windows of at most 90 days, so a long gap (a paused DAG,
-a backfill) is read in several windows. The first run reads everything, and so does the first run
-that ends at midnight before a Sunday, because some changes (services, labels set by multi-select, template edits) never
-show in ON!Track's change window.
+a backfill) is read in several windows. The first run reads everything, and so does the run whose
+interval ends at midnight before a Sunday, because some changes (services, labels set by
+multi-select, template edits) never show in ON!Track's change window.
 
 Connections: ``ontrack_default`` (the tenant) and ``ontrack_warehouse`` (any common-sql database).
 The tables are the ones ``ontrack_assets_sync`` fills; both DAGs upsert by ON!Track id.
