@@ -159,6 +159,17 @@ class OnTrackHook(BaseHook):
             query = {**params, "startDate": api_time(window_start), "endDate": api_time(window_end)}
             yield from self.iter_records(resource, page_size=page_size, **query)
 
+    def find_by_external_id(self, resource: str, external_id: str) -> dict[str, Any] | None:
+        """Return the record whose ``externalId`` is ``external_id``, or ``None``.
+
+        The API offers no look-up by ``externalId``, so this reads the resource page by page
+        (one call per 500 records) and stops at the first match.
+        """
+        for record in self.iter_records(resource, page_size=self.settings.max_page_size):
+            if record.get("externalId") == external_id:
+                return record
+        return None
+
     def get_record(self, resource: str, record_id: str) -> dict[str, Any]:
         """Read one record by its ON!Track id."""
         path = f"{self.settings.path_for(resource)}/{_record_path_id(record_id)}"

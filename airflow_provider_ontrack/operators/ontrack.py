@@ -79,7 +79,7 @@ class OnTrackCreateRecordOperator(_OnTrackRecordOperator):
         external_id = self.record.get("externalId") if isinstance(self.record, dict) else None
         try_number = getattr(context.get("ti"), "try_number", 1) or 1
         if external_id and try_number > 1:
-            existing = self._find_by_external_id(external_id)
+            existing = self.hook.find_by_external_id(self.resource, external_id)
             if existing is not None:
                 self.log.info(
                     "Try %d: %s with externalId %s already exists as %s; not creating it again",
@@ -93,13 +93,6 @@ class OnTrackCreateRecordOperator(_OnTrackRecordOperator):
         created = self.hook.create_record(self.resource, self.record)
         self.log.info("Created %s %s", self.resource.rstrip("s"), created.get("id"))
         return created
-
-    def _find_by_external_id(self, external_id: str) -> dict[str, Any] | None:
-        page_size = self.hook.settings.max_page_size
-        for record in self.hook.iter_records(self.resource, page_size=page_size):
-            if record.get("externalId") == external_id:
-                return record
-        return None
 
 
 class OnTrackUpdateRecordOperator(_OnTrackRecordOperator):

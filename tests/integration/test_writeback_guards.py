@@ -279,3 +279,15 @@ def test_a_retried_transfer_is_not_made_twice(tenant):  # noqa: F811
     assert first["status"] in ("IN_TRANSIT", "COMPLETED")
     assert retry["status"] == "ALREADY_THERE"
     assert tenant.stats()["calls"].get("POST /transfers") == 1
+
+
+def test_find_by_external_id_stops_at_the_first_match(tenant):  # noqa: F811
+    asset = tenant.tenant.all("assets")[10]
+    tenant.reset_stats()
+
+    found = OnTrackHook().find_by_external_id("assets", asset["externalId"])
+    missing = OnTrackHook().find_by_external_id("assets", "NO-SUCH-KEY")
+
+    assert found["id"] == asset["id"]
+    assert missing is None
+    assert tenant.stats()["calls"]["GET /assets"] == 1 + 3  # first page holds it; a miss reads all
