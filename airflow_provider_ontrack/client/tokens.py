@@ -103,19 +103,8 @@ class TokenManager:
         self._clock = clock
         self._sleep = sleep
 
-        # The key holds a digest of the secrets, so that a changed password gets its own token
-        # while the cache itself never holds a secret in readable form.
-        identity = "\n".join(
-            (
-                settings.auth_url,
-                settings.client_id,
-                settings.client_secret,
-                settings.username,
-                settings.password,
-                settings.scope,
-            )
-        )
-        self._slot = _slot_for(hashlib.sha256(identity.encode()).hexdigest())
+        # A changed password gets a token of its own.
+        self._slot = _slot_for(cache_key(settings))
 
     @property
     def requests_made(self) -> int:
@@ -143,9 +132,7 @@ class TokenManager:
 
     def _request(self) -> AccessToken:
         settings = self.settings
-        body = LegacyApplicationClient(settings.client_id).prepare_request_body(
-            username=settings.username, password=settings.password, scope=settings.scope
-        )
+        body = token_request_body(settings)
 
         attempt = 0
         while True:
@@ -206,40 +193,10 @@ class TokenManager:
             payload = response.json()
         except (ValueError, RecursionError):
             payload = None
-        if not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
-            raise OnTrackAuthError(
-                f"The token endpoint {self.settings.auth_url} answered 200 without an access_token "
-                f"(content type {response.headers.get('Content-Type', 'none')!r})",
-                status=200,
-            )
-
-        value = payload["access_token"]
-        if not _BEARER_TOKEN.fullmatch(value):
-            raise OnTrackAuthError(
-                f"The token endpoint {self.settings.auth_url} issued an access token that is empty or "
-                "holds characters a bearer token cannot have",
-                status=200,
-            )
-        self._on_secret(value)
-
-        token_type = payload.get("token_type")
-        if token_type is not None and str(token_type).lower() != "bearer":
-            raise OnTrackAuthError(
-                f"The token endpoint issued a token of type {token_type!r}; only Bearer tokens are supported",
-                status=200,
-            )
-
-        lifetime = _lifetime(payload.get("expires_in"), value)
-        if lifetime is None:
-            lifetime = FALLBACK_LIFETIME
-            self._log.info(
-                "The token response gave no lifetime; assuming %.0f s and renewing on a 401", lifetime
-            )
-        lifetime = max(lifetime, MIN_LIFETIME)
-        margin = min(MAX_RENEWAL_MARGIN, lifetime / 10)
-        self._log.info(
-            "Obtained an ON!Track token for %s, valid for %.0f s", self.settings.username, lifetime
+        value, lifetime = accept_token(
+            self.settings, payload, response.headers.get("Content-Type"), self._on_secret, self._log
         )
+        margin = min(MAX_RENEWAL_MARGIN, lifetime / 10)
         return AccessToken(value=value, lifetime=lifetime, renew_at=self._clock() + lifetime - margin)
 
     def _refusal(self, response: requests.Response) -> OnTrackAuthError:
@@ -247,27 +204,89 @@ class TokenManager:
             payload: Any = response.json()
         except (ValueError, RecursionError):
             payload = response.text[:2000]
-        error = payload.get("error") if isinstance(payload, dict) else None
-        # Scrub before rendering: rendering escapes quotes and squeezes spaces, which would change how
-        # a secret inside the body is spelled and let it slip past.
-        described = body_excerpt(redact(payload, self.settings.secret_forms))
+        return refusal(self.settings, response.status_code, payload)
 
-        status = response.status_code
-        if error == "invalid_client" or (status == 401 and error is None):
-            advice = (
-                "the client ID or client secret was refused; check the extras client_id and client_secret"
-            )
-        elif error == "invalid_grant" or (status == 403 and error is None):
-            advice = (
-                "the technical user or its password was refused; check the connection's login and password"
-            )
-        else:
-            advice = "the token request was refused"
-        return OnTrackAuthError(
-            f"Token endpoint {self.settings.auth_url} answered {status}: {advice}. Body: {described}",
-            status=status,
-            error=error,
+
+def accept_token(
+    settings: OnTrackSettings,
+    payload: Any,
+    content_type: str | None,
+    on_secret: Callable[[str], None],
+    log: logging.Logger | logging.LoggerAdapter,
+) -> tuple[str, float]:
+    """Check a ``200`` answer of the token endpoint; return the token and its lifetime in seconds."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
+        raise OnTrackAuthError(
+            f"The token endpoint {settings.auth_url} answered 200 without an access_token "
+            f"(content type {content_type or 'none'!r})",
+            status=200,
         )
+
+    value = payload["access_token"]
+    if not _BEARER_TOKEN.fullmatch(value):
+        raise OnTrackAuthError(
+            f"The token endpoint {settings.auth_url} issued an access token that is empty or "
+            "holds characters a bearer token cannot have",
+            status=200,
+        )
+    on_secret(value)
+
+    token_type = payload.get("token_type")
+    if token_type is not None and str(token_type).lower() != "bearer":
+        raise OnTrackAuthError(
+            f"The token endpoint issued a token of type {token_type!r}; only Bearer tokens are supported",
+            status=200,
+        )
+
+    lifetime = _lifetime(payload.get("expires_in"), value)
+    if lifetime is None:
+        lifetime = FALLBACK_LIFETIME
+        log.info("The token response gave no lifetime; assuming %.0f s and renewing on a 401", lifetime)
+    lifetime = max(lifetime, MIN_LIFETIME)
+    log.info("Obtained an ON!Track token for %s, valid for %.0f s", settings.username, lifetime)
+    return value, lifetime
+
+
+def refusal(settings: OnTrackSettings, status: int, payload: Any) -> OnTrackAuthError:
+    """Explain a refusal of the token endpoint in words that say which setting to check."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    # Scrub before rendering: rendering escapes quotes and squeezes spaces, which would change how
+    # a secret inside the body is spelled and let it slip past.
+    described = body_excerpt(redact(payload, settings.secret_forms))
+
+    if error == "invalid_client" or (status == 401 and error is None):
+        advice = "the client ID or client secret was refused; check the extras client_id and client_secret"
+    elif error == "invalid_grant" or (status == 403 and error is None):
+        advice = "the technical user or its password was refused; check the connection's login and password"
+    else:
+        advice = "the token request was refused"
+    return OnTrackAuthError(
+        f"Token endpoint {settings.auth_url} answered {status}: {advice}. Body: {described}",
+        status=status,
+        error=error,
+    )
+
+
+def token_request_body(settings: OnTrackSettings) -> str:
+    """The form body of the password grant (the client authenticates with HTTP Basic, not here)."""
+    return LegacyApplicationClient(settings.client_id).prepare_request_body(
+        username=settings.username, password=settings.password, scope=settings.scope
+    )
+
+
+def cache_key(settings: OnTrackSettings) -> str:
+    """The key of a token in a cache: a digest, so that the cache never holds a secret readably."""
+    identity = "\n".join(
+        (
+            settings.auth_url,
+            settings.client_id,
+            settings.client_secret,
+            settings.username,
+            settings.password,
+            settings.scope,
+        )
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 def _lifetime(expires_in: Any, token: str) -> float | None:
