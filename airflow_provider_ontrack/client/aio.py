@@ -8,6 +8,7 @@ of the same tenant and technical user in the triggerer process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -174,13 +175,17 @@ class AsyncOnTrackClient:
     async def _request_token(self) -> AccessToken:
         assert self._session is not None
         settings = self.settings
+        # Built by hand: aiohttp's BasicAuth helper is on its way out, and its successor is new.
+        basic = base64.b64encode(f"{settings.client_id}:{settings.client_secret}".encode()).decode()
         self._slot.requests_made += 1
         try:
             async with self._session.post(
                 settings.auth_url,
                 data=token_request_body(settings),
-                auth=aiohttp.BasicAuth(settings.client_id, settings.client_secret),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Authorization": f"Basic {basic}",
+                },
                 allow_redirects=False,
             ) as response:
                 status = response.status
