@@ -104,7 +104,21 @@ def get_provider_info() -> dict:
                 "python-modules": [
                     "airflow_provider_ontrack.operators.ontrack",
                     "airflow_provider_ontrack.operators.sql",
+                    "airflow_provider_ontrack.operators.files",
+                    "airflow_provider_ontrack.operators.writeback",
                 ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Hilti ON!Track",
+                "python-modules": ["airflow_provider_ontrack.sensors.ontrack"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Hilti ON!Track",
+                "python-modules": ["airflow_provider_ontrack.triggers.ontrack"],
             }
         ],
         "connection-types": [

@@ -185,7 +185,8 @@ class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
 
     Give exactly one target. Returns ``{"transferId", "status", "assetIds"}``; a transfer may stay
     ``IN_TRANSIT`` for a while. When Airflow retries the task, the assets are read first: if an
-    earlier try already moved them all, no second transfer is made (status ``ALREADY_THERE``).
+    earlier try already moved them all, no second transfer is made (status ``ALREADY_THERE``, and
+    ``transferId`` is ``None``: a transfer sensor downstream then has no transfer to wait for).
 
     :param asset_ids: the ids of the assets to move. (templated)
     :param to_location_id: the jobsite or warehouse to move them to. (templated)
