@@ -63,7 +63,8 @@ def test_200_deferred_asset_waits_stay_within_the_call_limit(fresh_sandbox, ontr
     # on a loaded machine a call the event loop sent a few milliseconds late can meet the next one
     # in the same second, which the trigger then waits out, so a stray refusal is tolerated there.
     assert stats["calls"]["GET /assets/{id}"] <= limit * elapsed + 1
-    assert stats["rejected_429"] <= 2, "the shared pacer let calls through faster than the limit"
+    calls = stats["calls"]["GET /assets/{id}"]
+    assert stats["rejected_429"] <= max(2, calls // 50), "the shared pacer let calls through too fast"
     assert stats["calls"]["GET /assets/{id}"] >= 200  # every wait checked at least once
     assert stats["token_requests"] == 1  # one token for all 200 waits
 
