@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from airflow_provider_ontrack.sensors.ontrack import (
     OnTrackTransferSensor,
 )
 from tests.conftest import SECRETS, connection_for
+from tests.integration.test_airflow import _airflow_env as shared_airflow_env
 
 try:
     from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
@@ -405,14 +405,8 @@ def sensor_airflow_home(tmp_path_factory) -> Path:
 
 
 def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
-    )
-    env.update(extra)
-    return env
+    """The shared Airflow environment, with this module's own DAGs folder inside the home."""
+    return shared_airflow_env(home, AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"), **extra)
 
 
 DAG_FILE = '''
