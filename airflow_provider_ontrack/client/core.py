@@ -104,6 +104,32 @@ class OnTrackClient:
         :param json: the request body, sent as JSON.
         :raises OnTrackApiError: or one of its subclasses, carrying status, method, path and body.
         """
+        response = self.send(method, path, params=params, json=json)
+        return self._decode(response, method.upper(), "/" + path.lstrip("/"))
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        raise_for_status: bool = True,
+    ) -> requests.Response:
+        """Send one API call with the token, pacing and retries, and return the response, body read.
+
+        :param method: the HTTP method.
+        :param path: the path relative to the API base URL, such as ``/assets/123``.
+        :param params: query parameters.
+        :param json: the request body, sent as JSON.
+        :param data: a request body sent as it is (text, bytes, or a form as a dict), instead of ``json``.
+        :param headers: further headers; the ``Authorization`` header is always the token's.
+        :param raise_for_status: when false, an answer of ``300`` or above that is not retried (or
+            that is still failing once the retries run out) is returned instead of raised.
+        :raises OnTrackApiError: or one of its subclasses, carrying status, method, path and body.
+        """
         method = method.upper()
         path = "/" + path.lstrip("/")
         url = self.settings.base_url + path
@@ -111,13 +137,18 @@ class OnTrackClient:
         renewed = False
         retry = 0
 
+        def refuse(response: requests.Response, note: str = "") -> requests.Response:
+            if raise_for_status:
+                raise self._error(response, method, path, note)
+            return response
+
         while True:
             # Wait for the slot first: a token taken before a long wait in the queue could expire in it.
             self.pacer.wait_for_slot()
             token = self.tokens.get()
             self.calls_made += 1
             try:
-                response = self._send(method, url, params, json, token)
+                response = self._send(method, url, params, json, token, data=data, headers=headers)
             except requests.exceptions.InvalidJSONError:
                 # Nothing was sent: the body itself cannot be written as JSON (NaN, say).
                 raise OnTrackConfigError(
@@ -157,12 +188,10 @@ class OnTrackClient:
             if status in RETRYABLE_STATUSES and (repeatable or status == 429):
                 wait = parse_retry_after(response.headers.get("Retry-After"))
                 if retry >= self.settings.max_retries:
-                    raise self._error(response, method, path, f"still failing after {retry + 1} tries")
+                    return refuse(response, f"still failing after {retry + 1} tries")
                 if wait is not None and wait > self.settings.max_retry_delay:
-                    raise self._error(
+                    return refuse(
                         response,
-                        method,
-                        path,
                         f"the server asked to wait {wait:.0f} s, longer than max_retry_delay "
                         f"({self.settings.max_retry_delay:g} s)",
                     )
@@ -174,14 +203,22 @@ class OnTrackClient:
 
             if 300 <= status < 400:
                 # Redirects are not followed: the bearer token must not travel to another address.
-                raise self._error(
-                    response, method, path, f"unexpected redirect to {response.headers.get('Location')!r}"
-                )
+                return refuse(response, f"unexpected redirect to {response.headers.get('Location')!r}")
             if status >= 400:
-                raise self._error(response, method, path)
-            return self._decode(response, method, path)
+                return refuse(response)
+            return response
 
-    def _send(self, method: str, url: str, params: Any, json: Any, token: str) -> requests.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Any,
+        json: Any,
+        token: str,
+        *,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
         """Send one request and read its body within the timeout and the size limit."""
         deadline = time.monotonic() + self.settings.timeout
         response = self.session.request(
@@ -189,7 +226,8 @@ class OnTrackClient:
             url,
             params=params,
             json=json,
-            headers={"Authorization": f"Bearer {token}"},
+            data=data,
+            headers={**(headers or {}), "Authorization": f"Bearer {token}"},
             timeout=self.settings.timeout,
             allow_redirects=False,
             stream=True,

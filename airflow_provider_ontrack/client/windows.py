@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 from airflow_provider_ontrack.client.errors import OnTrackConfigError
 
@@ -41,3 +43,22 @@ def change_windows(
 def api_time(value: dt.datetime) -> str:
     """Write a time the way the API's change-window parameters read it: UTC, ISO 8601, with a ``Z``."""
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def api_query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Turn datetimes into the UTC ISO 8601 text the API reads; refuse ones without a time zone."""
+    if not params:
+        return None
+
+    query: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise OnTrackConfigError(name, f"needs a time zone, got {value.isoformat()} without one")
+            value = api_time(value)
+        elif isinstance(value, dt.date):
+            value = value.isoformat()
+        query[name] = value
+    return query

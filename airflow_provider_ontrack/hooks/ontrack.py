@@ -22,11 +22,12 @@ from airflow_provider_ontrack.client import (
 )
 from airflow_provider_ontrack.client.records import SERVER_FIELDS
 from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
-from airflow_provider_ontrack.client.windows import api_time, change_windows
+from airflow_provider_ontrack.client.windows import api_query, api_time, change_windows
 from airflow_provider_ontrack.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_ontrack.hooks._http import HTTP_SESSION_OPTIONS, HttpOperatorSupport
 
 
-class OnTrackHook(BaseHook):
+class OnTrackHook(HttpOperatorSupport, BaseHook):
     """Reads and writes ON!Track records over the Unite API with one cached, shared token.
 
     The connection holds the API base URL as host, the technical user as login with its generated
@@ -38,7 +39,12 @@ class OnTrackHook(BaseHook):
     .. seealso::
         The connection guide in ``docs/connection.md`` lists every setting and its default.
 
+    Airflow's ``HttpOperator`` pointed at an ON!Track connection gets this hook and calls its
+    :meth:`run`, which sends the call with the connection's token (see ``docs/http-operator.md``).
+
     :param ontrack_conn_id: the Airflow connection of the ON!Track tenant.
+    :param method: the HTTP method of :meth:`run`, as ``HttpOperator`` hands it over.
+    :param auth_type: ignored with a warning: ON!Track calls carry the connection's OAuth token.
     """
 
     conn_name_attr = "ontrack_conn_id"
@@ -46,9 +52,24 @@ class OnTrackHook(BaseHook):
     conn_type = "ontrack"
     hook_name = "Hilti ON!Track Unite"
 
-    def __init__(self, ontrack_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        ontrack_conn_id: str = default_conn_name,
+        *,
+        method: str = "GET",
+        auth_type: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        # HttpOperator hands every connection's hook the options of HttpHook's own session.
+        super().__init__(**{name: kwargs[name] for name in kwargs if name not in HTTP_SESSION_OPTIONS})
         self.ontrack_conn_id = ontrack_conn_id
+        self.method = method.upper()
+        if auth_type is not None:
+            self.log.warning(
+                "auth_type %s is ignored: ON!Track calls carry the OAuth token of connection %r",
+                getattr(auth_type, "__name__", auth_type),
+                ontrack_conn_id,
+            )
 
     @cached_property
     def settings(self) -> OnTrackSettings:
@@ -100,13 +121,17 @@ class OnTrackHook(BaseHook):
         :param params: query parameters; datetimes are sent as UTC ISO 8601 with a ``Z``.
         :param json: the request body.
         """
+        return self.client.request(method, self.api_path(method, path), params=api_query(params), json=json)
+
+    def api_path(self, method: str, path: str) -> str:
+        """The normalised path of a call; refuses the calls the API does not allow before sending them."""
         # Normalised first, so that "/./workers/1" or "/locations/../workers/1" is seen for what it is.
         path = posixpath.normpath("/" + path.lstrip("/"))
         if method.upper() == "DELETE" and path.startswith(self.settings.workers_path + "/"):
             raise OnTrackUnsupportedOperationError(
                 "ON!Track does not allow deleting workers through its API; deactivate them in the app"
             )
-        return self.client.request(method, path, params=_query(params), json=json)
+        return path
 
     def paginate(
         self,
@@ -122,7 +147,7 @@ class OnTrackHook(BaseHook):
         :param page_size: records to ask for per page; the connection's ``page_size`` by default.
         """
         label = path.strip("/").split("/")[-1] or "records"
-        return self.client.paginate(path, params=_query(params), page_size=page_size, label=label)
+        return self.client.paginate(path, params=api_query(params), page_size=page_size, label=label)
 
     def iter_records(self, resource: str, *, page_size: int | None = None, **params: Any) -> Iterator[dict]:
         """Yield every record of ``workers``, ``locations`` or ``assets`` that matches ``params``."""
@@ -303,7 +328,7 @@ class OnTrackHook(BaseHook):
 
         body: dict[str, Any] = {"assetIds": list(asset_ids), **given}
         if transfer_date is not None:
-            body["transferDate"] = _query({"transferDate": transfer_date})["transferDate"]
+            body["transferDate"] = api_query({"transferDate": transfer_date})["transferDate"]
         if note:
             body["note"] = note
         path = self.settings.transfers_path
@@ -417,22 +442,3 @@ def _record_body(record: Any) -> dict[str, Any]:
             "record", f"must be a mapping of field names to values, got {type(record).__name__}"
         )
     return dict(record)
-
-
-def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Turn datetimes into the UTC ISO 8601 text the API reads; refuse ones without a time zone."""
-    if not params:
-        return None
-
-    query: dict[str, Any] = {}
-    for name, value in params.items():
-        if value is None:
-            continue
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise OnTrackConfigError(name, f"needs a time zone, got {value.isoformat()} without one")
-            value = api_time(value)
-        elif isinstance(value, dt.date):
-            value = value.isoformat()
-        query[name] = value
-    return query
