@@ -180,13 +180,22 @@ class OnTrackActivateWorkerOperator(_OnTrackRecordOperator):
         return worker
 
 
+# The task state store key under which a transfer operator keeps the transfer it made.
+TRANSFER_STATE_KEY = "ontrack_transfer"
+
+
 class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
     """Move ON!Track assets to a location, to a worker or into a storage asset.
 
     Give exactly one target. Returns ``{"transferId", "status", "assetIds"}``; a transfer may stay
-    ``IN_TRANSIT`` for a while. When Airflow retries the task, the assets are read first: if an
-    earlier try already moved them all, no second transfer is made (status ``ALREADY_THERE``, and
-    ``transferId`` is ``None``: a transfer sensor downstream then has no transfer to wait for).
+    ``IN_TRANSIT`` for a while.
+
+    A retried task does not move the assets a second time. On Airflow 3.3 and newer the transfer
+    ON!Track answered is kept in the task's state store, which outlives retries, so a retry returns
+    that transfer, ``transferId`` included, for a transfer sensor downstream. Without a stored
+    transfer (older Airflow, or a try that failed before the answer came) the assets are read: if
+    they are all at the target already, no transfer is made, the status is ``ALREADY_THERE`` and
+    ``transferId`` is ``None``.
 
     :param asset_ids: the ids of the assets to move. (templated)
     :param to_location_id: the jobsite or warehouse to move them to. (templated)
@@ -224,11 +233,18 @@ class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         try_number = getattr(context.get("ti"), "try_number", 1) or 1
-        if try_number > 1 and self._already_moved():
-            # An earlier try moved them and then failed before it could say so; moving them again
-            # would record a second transfer.
-            self.log.info("Try %d: the assets are already at the target; no new transfer", try_number)
-            return {"transferId": None, "status": "ALREADY_THERE", "assetIds": list(self.asset_ids)}
+        store = context.get("task_state_store")
+        if try_number > 1:
+            earlier = store.get(TRANSFER_STATE_KEY) if store is not None else None
+            if isinstance(earlier, dict) and earlier.get("request") == self._request():
+                answer = earlier["answer"]
+                self.log.info("Try %d: an earlier try made transfer %s", try_number, answer.get("transferId"))
+                return answer
+            if self._already_moved():
+                # An earlier try moved them and then failed before it could say so; moving them again
+                # would record a second transfer.
+                self.log.info("Try %d: the assets are already at the target; no new transfer", try_number)
+                return {"transferId": None, "status": "ALREADY_THERE", "assetIds": list(self.asset_ids)}
 
         transfer = self.hook.create_transfer(
             self.asset_ids,
@@ -243,7 +259,19 @@ class OnTrackTransferAssetsOperator(_OnTrackRecordOperator):
             len(self.asset_ids),
             transfer.get("status"),
         )
-        return {key: transfer.get(key) for key in ("transferId", "status", "assetIds")}
+        answer = {key: transfer.get(key) for key in ("transferId", "status", "assetIds")}
+        if store is not None and answer["transferId"]:
+            # Kept with the request, so that a retry with other arguments is not taken for this one.
+            store.set(TRANSFER_STATE_KEY, {"request": self._request(), "answer": answer})
+        return answer
+
+    def _request(self) -> dict[str, Any]:
+        return {
+            "assetIds": list(self.asset_ids),
+            "toLocationId": self.to_location_id,
+            "toWorkerId": self.to_worker_id,
+            "toStorageAssetId": self.to_storage_asset_id,
+        }
 
     def _already_moved(self) -> bool:
         field, target = next(

@@ -281,6 +281,62 @@ def test_a_retried_transfer_is_not_made_twice(tenant):  # noqa: F811
     assert tenant.stats()["calls"].get("POST /transfers") == 1
 
 
+class _StateStore:
+    """Stands in for Airflow's task state store, which keeps a task's values across its tries."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def set(self, key, value, *, retention=None) -> None:
+        self.values[key] = value
+
+
+def test_a_retried_transfer_returns_the_transfer_of_the_earlier_try(tenant):  # noqa: F811
+    from types import SimpleNamespace
+
+    from airflow_provider_ontrack.operators.ontrack import OnTrackTransferAssetsOperator
+
+    asset = _plain_assets(tenant)[0]
+    target = next(
+        loc["id"] for loc in tenant.tenant.all("locations") if loc["id"] != asset["currentLocationId"]
+    )
+    operator = OnTrackTransferAssetsOperator(task_id="move", asset_ids=[asset["id"]], to_location_id=target)
+    store = _StateStore()
+
+    first = operator.execute({"ti": SimpleNamespace(try_number=1), "task_state_store": store})
+    tenant.reset_stats()
+    retry = operator.execute({"ti": SimpleNamespace(try_number=2), "task_state_store": store})
+
+    assert first["transferId"] and retry == first
+    assert tenant.stats()["total_calls"] == 0  # neither a second transfer nor a read of the assets
+
+
+def test_a_retry_with_other_arguments_is_not_taken_for_the_earlier_transfer(tenant):  # noqa: F811
+    from types import SimpleNamespace
+
+    from airflow_provider_ontrack.operators.ontrack import OnTrackTransferAssetsOperator
+
+    asset = _plain_assets(tenant)[0]
+    first_target, second_target = [
+        loc["id"] for loc in tenant.tenant.all("locations") if loc["id"] != asset["currentLocationId"]
+    ][:2]
+    store = _StateStore()
+    OnTrackTransferAssetsOperator(task_id="move", asset_ids=[asset["id"]], to_location_id=first_target).execute(
+        {"ti": SimpleNamespace(try_number=1), "task_state_store": store}
+    )
+
+    retry = OnTrackTransferAssetsOperator(
+        task_id="move", asset_ids=[asset["id"]], to_location_id=second_target
+    ).execute({"ti": SimpleNamespace(try_number=2), "task_state_store": store})
+
+    assert retry["transferId"] and retry["status"] != "ALREADY_THERE"
+    assert tenant.tenant.get("assets", asset["id"])["currentLocationId"] == second_target
+    assert tenant.stats()["calls"]["POST /transfers"] == 2
+
+
 def test_find_by_external_id_stops_at_the_first_match(tenant):  # noqa: F811
     asset = tenant.tenant.all("assets")[10]
     tenant.reset_stats()
