@@ -8,8 +8,6 @@ import time
 from typing import Any, Callable, Iterator
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_ontrack import __version__
@@ -26,6 +24,7 @@ from airflow_provider_ontrack.client.errors import (
 from airflow_provider_ontrack.client.pacing import backoff_delay, parse_retry_after, shared_pacer
 from airflow_provider_ontrack.client.settings import OnTrackSettings
 from airflow_provider_ontrack.client.tokens import TokenManager
+from airflow_provider_ontrack.client.transport import ApiSession, proxies_for, read_body
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # Methods whose repetition cannot create a second record.
@@ -66,15 +65,11 @@ class OnTrackClient:
         self.log = log or logging.getLogger(__name__)
         self._sleep = sleep
 
-        self.session = requests.Session()
-        self.session.verify = True
-        self.session.trust_env = True
+        self.session = ApiSession()
         self.session.headers.update(
             {"Accept": "application/json", "User-Agent": f"airflow-provider-ontrack/{__version__}"}
         )
-        # The pacer already spaces calls; a small pool is enough and keeps idle sockets few.
-        self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0))
-        self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0))
+        self._proxies = proxies_for(settings.base_url)
 
         self.tokens = TokenManager(
             settings, session=self.session, on_secret=on_secret, log=self.log, sleep=sleep
@@ -231,29 +226,20 @@ class OnTrackClient:
             timeout=self.settings.timeout,
             allow_redirects=False,
             stream=True,
+            proxies=self._proxies,
         )
         with response:
-            # A successful page is read whole; of an error, the start is enough to explain it.
-            limit = MAX_BODY_BYTES if response.status_code < 400 else ERROR_BODY_BYTES
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in _body_chunks(response):
-                chunks.append(chunk)
-                size += len(chunk)
-                if time.monotonic() > deadline:
-                    # The timeout of requests bounds each read, not the whole answer; a server that
-                    # trickles its body byte by byte must not hold a worker slot for ever.
-                    raise requests.ReadTimeout("the answer did not arrive within the timeout")
-                if size > limit:
-                    if response.status_code < 400:
-                        raise OnTrackApiError(
-                            f"the answer is larger than {limit // 2**20} MiB; lower page_size",
-                            status=response.status_code,
-                            method=method,
-                            path=url[len(self.settings.base_url) :],
-                        )
-                    break
-            response._content = b"".join(chunks)[:limit]
+            # A successful page is read whole; of an error or a redirect, the start explains it.
+            limit = MAX_BODY_BYTES if response.status_code < 300 else ERROR_BODY_BYTES
+            content, larger = read_body(response, limit=limit, deadline=deadline)
+            if larger and response.status_code < 300:
+                raise OnTrackApiError(
+                    f"the answer is larger than {limit // 2**20} MiB; lower page_size",
+                    status=response.status_code,
+                    method=method,
+                    path=url[len(self.settings.base_url) :],
+                )
+            response._content = content
         return response
 
     def paginate(
@@ -395,47 +381,24 @@ class OnTrackClient:
         message = note or (response.reason or "request failed")
         if isinstance(body, dict) and isinstance(body.get("message"), str) and not note:
             message = body["message"]
+        # Scrubbed before it is cut: a cut through a secret would leave its start unscrubbed.
+        message = self._redact(message)
         if len(message) > MESSAGE_CHARS:
             message = message[:MESSAGE_CHARS] + "..."
 
         kind = {401: OnTrackUnauthorizedError, 404: OnTrackNotFoundError, 429: OnTrackRateLimitError}
         return kind.get(status, OnTrackApiError)(
-            self._redact(message), status=status, method=method, path=path, body=self._redact(body)
+            message, status=status, method=method, path=path, body=self._redact(body)
         )
 
     def _raw_body(self, response: requests.Response) -> str:
-        text = response.content[:RAW_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
-        return self._redact(text)
+        # Scrubbed before it is cut, with room for a secret that runs across the cut.
+        start = response.content[: 4 * RAW_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
+        return self._redact(start)[:RAW_BODY_CHARS]
 
     def _redact(self, value: Any) -> Any:
         # A server may echo what it was sent; an error must not carry it into logs or XCom.
         return redact(value, self.tokens.known_secrets())
-
-
-def _body_chunks(response: requests.Response) -> Iterator[bytes]:
-    """Yield the body as it arrives, decoded, in pieces of at most 64 KiB.
-
-    Unlike ``iter_content``, which waits until a whole piece (or the declared length) is there,
-    ``read1`` returns whatever has arrived, so the caller can check its deadline between reads.
-    urllib3's errors are turned into the requests errors they stand for.
-    """
-    raw = response.raw
-    if not hasattr(raw, "read1"):  # urllib3 before 2.3
-        yield from response.iter_content(64 * 1024)
-        return
-
-    while True:
-        try:
-            chunk = raw.read1(64 * 1024, decode_content=True)
-        except urllib3_errors.ReadTimeoutError as exc:
-            raise requests.ReadTimeout(exc) from None
-        except urllib3_errors.DecodeError as exc:
-            raise requests.exceptions.ContentDecodingError(exc) from None
-        except (urllib3_errors.ProtocolError, urllib3_errors.SSLError) as exc:
-            raise requests.exceptions.ChunkedEncodingError(exc) from None
-        if not chunk:
-            return
-        yield chunk
 
 
 def _describe_failure(exc: requests.RequestException, timeout: float) -> str:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import enum
 import math
 from typing import Any
+from urllib.parse import quote
+
+from airflow_provider_ontrack.client.errors import OnTrackConfigError
 
 
 class OnTrackAssetStatus(str, enum.Enum):
@@ -30,6 +33,9 @@ class TransferStatus(str, enum.Enum):
     def is_terminal(self) -> bool:
         return self is TransferStatus.COMPLETED
 
+
+# The resources whose records the API lists by change window; transfers are read one by one only.
+CHANGE_RESOURCES = ("workers", "locations", "assets")
 
 REQUIRED_ON_CREATE = {
     "workers": ("firstName", "lastName"),
@@ -109,3 +115,25 @@ def _is_finite_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def record_path_id(record_id: Any, name: str = "id") -> str:
+    """Turn an ON!Track id into one escaped path segment.
+
+    Ids are opaque, so every character that means something in a URL is escaped: an id can never
+    add a query or step up the path.
+
+    :param record_id: the id as the caller gave it; surrounding spaces are dropped.
+    :param name: the argument that held it, for the error when it is no usable id.
+    """
+    text = record_id.strip() if isinstance(record_id, str) else ""
+    if text in ("", ".", ".."):
+        raise OnTrackConfigError(name, f"must be a non-empty ON!Track id, got {record_id!r}")
+    return quote(text, safe="")
+
+
+def check_change_resource(resource: Any, name: str = "resource") -> str:
+    """Return ``resource`` if the API reads its changes (``workers``, ``locations`` or ``assets``)."""
+    if resource not in CHANGE_RESOURCES:
+        raise OnTrackConfigError(name, f"must be one of {', '.join(CHANGE_RESOURCES)}, got {resource!r}")
+    return resource

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import ipaddress
 import math
 import re
@@ -64,12 +65,13 @@ class OnTrackSettings:
         """The secrets and the encoded forms in which a server could echo them back.
 
         A token endpoint that repeats its request shows the password URL-encoded and the client
-        credentials as the Base64 of a Basic authorization header.
+        credentials as the Base64 of a Basic authorization header; an HTML error page shows them
+        HTML-escaped.
         """
         basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         forms = {basic}
         for secret in self.secrets:
-            forms.update((secret, quote_plus(secret), quote(secret, safe="")))
+            forms.update((secret, quote_plus(secret), quote(secret, safe=""), html.escape(secret)))
         # Longest first, so that a form containing another is replaced whole.
         return tuple(sorted(forms, key=len, reverse=True))
 

@@ -26,6 +26,7 @@ from oauthlib.oauth2 import LegacyApplicationClient
 from airflow_provider_ontrack.client.errors import OnTrackAuthError, body_excerpt, redact
 from airflow_provider_ontrack.client.pacing import backoff_delay, parse_retry_after
 from airflow_provider_ontrack.client.settings import OnTrackSettings
+from airflow_provider_ontrack.client.transport import proxies_for, read_body
 
 # When the token endpoint gives no lifetime and the token is no readable JWT, assume a short one; a
 # `401` renews it earlier if the guess was too long.
@@ -36,6 +37,8 @@ MAX_RENEWAL_MARGIN = 120.0
 # every call request a new token; a token that really expires sooner is renewed on its 401.
 MIN_LIFETIME = 1.0
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The most of a token endpoint's answer that is read: a token answer is a few KiB at most.
+TOKEN_BODY_BYTES = 2**20
 # The characters of a bearer token (RFC 6750); anything else could not travel in a header.
 _BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
@@ -148,7 +151,15 @@ class TokenManager:
                     },
                     timeout=settings.timeout,
                     allow_redirects=False,
+                    stream=True,
+                    proxies=proxies_for(settings.auth_url),
                 )
+                with response:
+                    # A huge or endless answer is cut, not read into memory whole.
+                    content, larger = read_body(
+                        response, limit=TOKEN_BODY_BYTES, deadline=time.monotonic() + settings.timeout
+                    )
+                response._content = content
             except requests.exceptions.SSLError as exc:
                 raise OnTrackAuthError(
                     f"TLS verification of the token endpoint {settings.auth_url} failed: "
@@ -158,6 +169,12 @@ class TokenManager:
                 problem = f"no usable answer ({type(exc).__name__})"
                 wait = None
             else:
+                if response.status_code == 200 and larger:
+                    raise OnTrackAuthError(
+                        f"The token endpoint {settings.auth_url} answered more than "
+                        f"{TOKEN_BODY_BYTES // 2**20} MiB, which is not a token answer",
+                        status=200,
+                    )
                 if response.status_code == 200:
                     return self._accept(response)
                 if response.status_code not in RETRYABLE_STATUSES:
@@ -203,7 +220,8 @@ class TokenManager:
         try:
             payload: Any = response.json()
         except (ValueError, RecursionError):
-            payload = response.text[:2000]
+            # Whole (the read is bounded): refusal() scrubs secrets before it shortens the text.
+            payload = response.text
         return refusal(self.settings, response.status_code, payload)
 
 

@@ -9,9 +9,11 @@ ON!Track API wants: with the connection's OAuth token (renewed on ``401``), pace
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from airflow_provider_ontrack.client.errors import OnTrackConfigError
 from airflow_provider_ontrack.client.windows import api_query
@@ -24,8 +26,9 @@ if TYPE_CHECKING:
 HTTP_SESSION_OPTIONS = frozenset(
     {"tcp_keep_alive", "tcp_keep_alive_idle", "tcp_keep_alive_count", "tcp_keep_alive_interval", "adapter"}
 )
-# Methods whose ``data`` HttpHook sends as query parameters, or not at all.
-_NO_BODY_METHODS = frozenset({"GET", "HEAD"})
+# A header name or an HTTP method (RFC 9110's "token"), and a URL with a host in it.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ABSOLUTE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?//")
 
 
 class HttpOperatorSupport:
@@ -56,6 +59,8 @@ class HttpOperatorSupport:
         :param request_kwargs: ``json``, a body to send as JSON.
         """
         method = self.method.upper()
+        if not _TOKEN.match(method):
+            raise OnTrackConfigError("method", f"must be an HTTP method such as GET or POST, got {method!r}")
         path, query = self._split_endpoint(endpoint)
         check_response = _check_options(extra_options or {})
         unknown = sorted(set(request_kwargs) - {"json"})
@@ -63,11 +68,7 @@ class HttpOperatorSupport:
             raise OnTrackConfigError(
                 unknown[0], "is not supported on an ON!Track connection; of request_kwargs only json is"
             )
-        headers = dict(headers or {})
-        if any(name.lower() == "authorization" for name in headers):
-            raise OnTrackConfigError(
-                "headers", "Authorization is set from the connection's OAuth token and cannot be given"
-            )
+        headers = _checked_headers(headers)
 
         json_body = request_kwargs.get("json")
         body = None
@@ -79,10 +80,18 @@ class HttpOperatorSupport:
             if isinstance(data, (dict, list)):
                 # The API reads JSON bodies only, so a dict is sent as JSON rather than as a form.
                 json_body = data
-            else:
+                _check_json("data", data)
+            elif isinstance(data, (str, bytes)):
                 body = data
                 if not any(name.lower() == "content-type" for name in headers):
                     headers["Content-Type"] = "application/json"
+            else:
+                # A stream or a generator could be read once only, and a call may have to be repeated.
+                raise OnTrackConfigError(
+                    "data", f"must be text, bytes, a dict or a list for {method}, got {type(data).__name__}"
+                )
+        if json_body is not None:
+            _check_json("json", json_body)
 
         self.log.debug("Sending %s %s through the ON!Track client", method, path)
         return self.client.send(
@@ -102,6 +111,12 @@ class HttpOperatorSupport:
         """
         import tenacity
 
+        if self.method.upper() in ("POST", "PATCH"):
+            # The client repeats a create only when the server certainly did not get it; retries
+            # on any error would make a second record after a timeout.
+            raise OnTrackConfigError(
+                "retry_args", f"a {self.method.upper()} is not retried on top of the provider's own retries"
+            )
         return tenacity.Retrying(**_retry_args)(self.run, *args, **kwargs)
 
     def url_from_endpoint(self, endpoint: str | None) -> str:
@@ -119,13 +134,13 @@ class HttpOperatorSupport:
         if text == base or text.startswith(base + "/") or text.startswith(base + "?"):
             text = text[len(base) :]
 
-        parts = urlsplit(text)
-        if parts.scheme or parts.netloc:
-            # The bearer token must go nowhere but the connection's API.
+        if _ABSOLUTE.match(text):
+            # Every call goes to the base URL with the token; a URL elsewhere is a mistake to say.
             raise OnTrackConfigError(
                 "endpoint", f"must be a path under the connection's API base URL {base}, got {endpoint!r}"
             )
-        return parts.path or "/", parse_qsl(parts.query, keep_blank_values=True)
+        path, _, query = text.partition("?")
+        return path or "/", parse_qsl(query.partition("#")[0], keep_blank_values=True)
 
 
 def _check_options(extra_options: Mapping[str, Any]) -> bool:
@@ -144,6 +159,30 @@ def _check_options(extra_options: Mapping[str, Any]) -> bool:
                 name, "is not supported on an ON!Track connection; check_response and verify are"
             )
     return check_response
+
+
+def _checked_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The caller's headers, checked before anything is sent; ``Authorization`` is refused."""
+    checked: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise OnTrackConfigError("headers", f"{name!r} is not a valid header name")
+        if name.lower() == "authorization":
+            raise OnTrackConfigError(
+                "headers", "Authorization is set from the connection's OAuth token and cannot be given"
+            )
+        if not isinstance(value, str) or any(char in value for char in "\r\n\0"):
+            raise OnTrackConfigError("headers", f"the value of {name} must be text on one line")
+        checked[name] = value
+    return checked
+
+
+def _check_json(field: str, body: Any) -> None:
+    """Refuse a body that cannot be written as JSON, naming the argument, before any call."""
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise OnTrackConfigError(field, f"cannot be sent as JSON: {exc}") from None
 
 
 def _pairs(data: Any) -> list[tuple[str, Any]]:

@@ -7,7 +7,7 @@ import posixpath
 from dataclasses import replace
 from functools import cached_property
 from typing import Any, Iterator, Mapping
-from urllib.parse import quote
+from urllib.parse import unquote
 
 from airflow.sdk import BaseHook
 
@@ -21,6 +21,7 @@ from airflow_provider_ontrack.client import (
     OnTrackUnsupportedOperationError,
 )
 from airflow_provider_ontrack.client.records import SERVER_FIELDS
+from airflow_provider_ontrack.client.records import record_path_id as _record_path_id
 from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
 from airflow_provider_ontrack.client.windows import api_query, api_time, change_windows
 from airflow_provider_ontrack.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -125,9 +126,11 @@ class OnTrackHook(HttpOperatorSupport, BaseHook):
 
     def api_path(self, method: str, path: str) -> str:
         """The normalised path of a call; refuses the calls the API does not allow before sending them."""
-        # Normalised first, so that "/./workers/1" or "/locations/../workers/1" is seen for what it is.
+        # Normalised first, so that "/./workers/1" or "/locations/../workers/1" is seen for what it is;
+        # the check also sees through escapes and letter case, which a server may not care about.
         path = posixpath.normpath("/" + path.lstrip("/"))
-        if method.upper() == "DELETE" and path.startswith(self.settings.workers_path + "/"):
+        plain = posixpath.normpath("/" + unquote(path).lstrip("/")).casefold()
+        if method.upper() == "DELETE" and plain.startswith(self.settings.workers_path.casefold() + "/"):
             raise OnTrackUnsupportedOperationError(
                 "ON!Track does not allow deleting workers through its API; deactivate them in the app"
             )
@@ -410,18 +413,6 @@ def _mask(secret: str) -> None:
     from airflow.sdk.log import mask_secret
 
     mask_secret(secret)
-
-
-def _record_path_id(record_id: Any) -> str:
-    """Turn an ON!Track id into one escaped path segment.
-
-    Ids are opaque, so every character that means something in a URL is escaped: an id can never
-    add a query or step up the path.
-    """
-    text = record_id.strip() if isinstance(record_id, str) else ""
-    if text in ("", ".", ".."):
-        raise OnTrackConfigError("id", f"must be a non-empty ON!Track id, got {record_id!r}")
-    return quote(text, safe="")
 
 
 def _expect_record(answer: Any, method: str, path: str) -> dict[str, Any]:

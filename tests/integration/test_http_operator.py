@@ -242,6 +242,18 @@ class TestErrors:
             ({"extra_options": {"proxies": {"https": "http://127.0.0.1:9"}}}, "proxies"),
             ({"request_kwargs": {"files": {"a": b"x"}}}, "files"),
             ({"method": "POST", "data": "{}", "request_kwargs": {"json": {"a": 1}}}, "data"),
+            ({"headers": {"Authorization ": "Bearer x"}}, "headers"),
+            ({"headers": {" authorization": "Bearer x"}}, "headers"),
+            ({"headers": {"X-Ünicode": "1"}}, "headers"),
+            ({"headers": {"X-Count": 5}}, "headers"),
+            ({"headers": {"X-Two": "a\nb"}}, "headers"),
+            ({"method": "GET\r\nX: y"}, "method"),
+            ({"method": "POST", "data": iter([b'{"firstName": "A"}'])}, "data"),
+            ({"method": "POST", "data": ("a", "b")}, "data"),
+            ({"method": "POST", "data": 5}, "data"),
+            ({"method": "POST", "data": {"price": float("nan")}}, "data"),
+            ({"method": "POST", "data": {"when": object()}}, "data"),
+            ({"method": "POST", "request_kwargs": {"json": {"price": float("inf")}}}, "json"),
         ],
     )
     def test_unsupported_options_name_the_field(self, fresh_sandbox, ontrack_connection, kwargs, field):
@@ -251,7 +263,53 @@ class TestErrors:
             _operator(endpoint="workers", **kwargs).execute({})
 
         assert failure.value.field == field
+        stats = fresh_sandbox.stats()
+        assert stats["total_calls"] == 0 and stats["token_requests"] == 0
+
+    def test_retry_args_are_refused_for_a_create(self, fresh_sandbox, ontrack_connection):
+        import tenacity
+
+        ontrack_connection(fresh_sandbox)
+        operator = _operator(
+            method="POST",
+            endpoint="workers",
+            data={"firstName": "A", "lastName": "B"},
+            retry_args={"stop": tenacity.stop_after_attempt(3), "retry": tenacity.retry_if_exception_type()},
+        )
+
+        with pytest.raises(OnTrackConfigError) as failure:
+            operator.execute({})
+
+        assert failure.value.field == "retry_args"
         assert fresh_sandbox.stats()["total_calls"] == 0
+
+    def test_retry_args_wrap_a_read(self, fresh_sandbox, ontrack_connection):
+        import tenacity
+
+        ontrack_connection(fresh_sandbox, max_retries=0)
+        fresh_sandbox.add_fault(method="GET", path="/workers", status=503, count=1)
+
+        answer = _operator(
+            endpoint="workers",
+            retry_args={"stop": tenacity.stop_after_attempt(2), "wait": tenacity.wait_none()},
+            response_filter=_as_json,
+        ).execute({})
+
+        assert len(answer["result"]) == 25
+        assert fresh_sandbox.stats()["calls"] == {"GET /workers": 2}
+
+    def test_a_colon_in_the_path_is_a_path(self, fresh_sandbox, ontrack_connection, seen):
+        ontrack_connection(fresh_sandbox)
+
+        status = _operator(
+            endpoint="assets:batch?x=1",
+            extra_options={"check_response": False},
+            response_filter=lambda response: response.status_code,
+        ).execute({})
+
+        (call,) = _api_requests(seen)
+        assert call["path"].endswith("/assets:batch") and call["query"] == "x=1"
+        assert status == 404
 
     def test_auth_type_is_ignored_with_a_warning(self, fresh_sandbox, ontrack_connection, seen, capsys):
         from requests.auth import HTTPBasicAuth

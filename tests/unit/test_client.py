@@ -352,6 +352,39 @@ class TestErrors:
         assert password not in text
 
 
+    @pytest.mark.parametrize("offset", range(-12, 3))
+    def test_secret_across_the_message_cut_is_masked(self, requests_mock, token_route, client, offset) -> None:
+        api = client()
+        secret = api.settings.client_secret
+        # The secret starts just before, at or after the 500th character, where messages are cut.
+        requests_mock.get(ASSETS, status_code=400, json={"message": "m" * (500 + offset) + secret})
+
+        with pytest.raises(OnTrackApiError) as info:
+            api.request("GET", "/assets")
+
+        assert secret[:6] not in str(info.value)
+
+    @pytest.mark.parametrize("offset", range(-12, 3))
+    def test_secret_across_the_body_cut_is_masked(self, requests_mock, token_route, client, offset) -> None:
+        api = client()
+        secret = api.settings.client_secret
+        requests_mock.get(ASSETS, status_code=502, text="<p>" + "b" * (1997 + offset) + secret)
+
+        with pytest.raises(OnTrackApiError) as info:
+            api.request("GET", "/assets")
+
+        assert secret[:6] not in repr(info.value.body)
+
+    def test_html_escaped_secret_is_masked(self, requests_mock, token_route, client) -> None:
+        api = client(password='Pa&ss<wo>rd"1234')
+        requests_mock.get(ASSETS, status_code=500, text="<p>bad password Pa&amp;ss&lt;wo&gt;rd&quot;1234</p>")
+
+        with pytest.raises(OnTrackApiError) as info:
+            api.request("GET", "/assets")
+
+        assert "Pa&amp;ss" not in repr(info.value.body) and "bad password ***" in repr(info.value.body)
+
+
 class PagedServer:
     """Serves a list of records page by page, as the list endpoints of the API do."""
 

@@ -461,6 +461,124 @@ class TestRedirects:
         )
 
 
+    def test_redirect_body_is_not_read_whole(self, raw_client) -> None:
+        # requests reads a redirect's whole body before deciding not to follow it, unless the
+        # session says there is no target to follow.
+        def huge_redirect(server: RawServer, conn: socket.socket) -> None:
+            conn.sendall(http_head(302, {"Location": ELSEWHERE, "Content-Length": str(200 * 2**20)}))
+            chunk = b" " * 2**20
+            for _ in range(200):
+                conn.sendall(chunk)
+
+        with RawServer(huge_redirect) as server:
+            api = raw_client(server)
+            api.tokens.get()
+            tracemalloc.start()
+            try:
+                with pytest.raises(OnTrackApiError) as info:
+                    api.request("GET", "/assets")
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+        assert info.value.status == 302
+        assert peak < 10 * 2**20
+
+    def test_trickled_redirect_body_keeps_the_deadline(self, raw_client) -> None:
+        def trickled_redirect(server: RawServer, conn: socket.socket) -> None:
+            conn.sendall(http_head(302, {"Location": ELSEWHERE, "Content-Length": "100"}))
+            for _ in range(40):
+                conn.sendall(b" ")
+                if server.stopping.wait(0.2):
+                    return
+
+        with RawServer(trickled_redirect) as server:
+            api = raw_client(server, timeout=1.0, max_retries=0)
+            api.tokens.get()
+            started = time.monotonic()
+
+            with pytest.raises(OnTrackTransportError):
+                api.request("GET", "/assets")
+
+            elapsed = time.monotonic() - started
+
+        # The server would trickle for 8 s; the whole-answer deadline ends the call after about 1.2 s.
+        assert elapsed < 4
+
+
+class TestTokenAnswerLimits:
+    @staticmethod
+    def _manager(settings, server: RawServer, **overrides: Any) -> TokenManager:
+        # "/sso" rather than "/token", so that the server's answer function serves the token too.
+        config = settings(base_url=server.url + "/v1", auth_url=server.url + "/sso", **overrides)
+        return OnTrackClient(config, sleep=lambda seconds: None).tokens
+
+    def test_trickled_token_answer_keeps_the_deadline(self, settings, monkeypatch) -> None:
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+        with RawServer(trickle_sized) as server:
+            tokens = self._manager(settings, server, timeout=1.0, max_retries=0)
+            started = time.monotonic()
+
+            with pytest.raises(OnTrackAuthError):
+                tokens.get()
+
+            elapsed = time.monotonic() - started
+
+        assert elapsed < 2.0
+
+    def test_huge_token_refusal_is_read_in_little_memory(self, settings, monkeypatch) -> None:
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+        def huge_refusal(server: RawServer, conn: socket.socket) -> None:
+            conn.sendall(http_head(400, {"Content-Type": "text/html", "Content-Length": str(300 * 2**20)}))
+            chunk = b"<p>" * 2**18
+            for _ in range(400):
+                conn.sendall(chunk)
+
+        with RawServer(huge_refusal) as server:
+            tokens = self._manager(settings, server, max_retries=0)
+            tracemalloc.start()
+            try:
+                with pytest.raises(OnTrackAuthError) as info:
+                    tokens.get()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+        assert info.value.status == 400
+        assert peak < 20 * 2**20
+
+
+class TestEnvironment:
+    def test_netrc_credentials_never_replace_the_token(self, requests_mock, token_route, client, tmp_path,
+                                                       monkeypatch) -> None:
+        netrc = tmp_path / ".netrc"
+        netrc.write_text(f"machine {urlsplit(ASSETS).hostname} login someone password netrc-secret\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        route = requests_mock.get(ASSETS, json={"result": []})
+
+        client().request("GET", "/assets")
+
+        assert route.last_request.headers["Authorization"] == "Bearer tok-1"
+
+    def test_loopback_calls_bypass_proxies_from_the_environment(self, raw_client, monkeypatch) -> None:
+        def empty(server: RawServer, conn: socket.socket) -> None:
+            conn.sendall(http_answer(200, b'{"result": []}'))
+
+        with RawServer(empty) as proxy, RawServer(empty) as server:
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            monkeypatch.setenv("http_proxy", proxy.url)
+
+            raw_client(server).request("GET", "/assets")
+
+        assert server.calls == ["GET /v1/assets"]
+        assert proxy.calls == []
+
+
 # -- single-record calls always return a record ---------------------------------------------------------
 
 
