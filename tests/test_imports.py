@@ -29,6 +29,21 @@ def test_operator_modules_leave_the_http_stack_unloaded():
     assert not [name for name in new_modules if name.startswith(HEAVY)], new_modules
 
 
+def test_sensor_module_leaves_the_http_stack_unloaded():
+    code = (
+        "import sys, airflow.sdk\n"
+        "before = set(sys.modules)\n"
+        "import airflow_provider_ontrack.sensors.ontrack\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    new_modules = loaded.stdout.split()
+
+    assert "airflow_provider_ontrack.sensors.ontrack" in new_modules
+    heavy = (*HEAVY, "aiohttp", "airflow_provider_ontrack.client.aio", "airflow_provider_ontrack.triggers")
+    assert not [name for name in new_modules if name.startswith(heavy)], new_modules
+
+
 def test_provider_info_imports_nothing():
     code = (
         "import sys\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import json
 import logging
 import time
@@ -17,7 +18,13 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from airflow_provider_ontrack.client.errors import OnTrackApiError, OnTrackTransportError, redact
+from airflow_provider_ontrack.client import core, tokens
+from airflow_provider_ontrack.client.errors import (
+    OnTrackApiError,
+    OnTrackAuthError,
+    OnTrackTransportError,
+    redact,
+)
 from airflow_provider_ontrack.client.pacing import SPACING_MARGIN, parse_retry_after
 from airflow_provider_ontrack.client.settings import OnTrackSettings
 from airflow_provider_ontrack.client.tokens import (
@@ -31,6 +38,9 @@ from airflow_provider_ontrack.client.tokens import (
 
 # Answers after which waiting and asking again may succeed.
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Pieces in which a body is read; the size limits themselves are the sync client's, read from its
+# modules at each call so that both clients always apply the same ones.
+READ_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass
@@ -72,6 +82,7 @@ class AsyncOnTrackClient:
     Use it as ``async with AsyncOnTrackClient(settings) as client: await client.request(...)``.
     A ``401`` renews the token once; every other failure is raised at once, with ``transient`` set
     when waiting and asking again may help, so that a trigger can keep waiting instead of failing.
+    Answers are read within the sync client's size limits, since all triggers share one process.
 
     :param settings: the tenant's connection settings.
     :param on_secret: awaited with every new access token, before it is used.
@@ -134,8 +145,11 @@ class AsyncOnTrackClient:
                     allow_redirects=False,
                 ) as response:
                     status = response.status
-                    text = await response.text(errors="replace")
+                    content_type = response.headers.get("Content-Type")
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    # A successful answer is read whole; of an error or a redirect, the start explains it.
+                    limit = core.MAX_BODY_BYTES if status < 300 else core.ERROR_BODY_BYTES
+                    text, larger = await _read_text(response, limit, keep_start=status >= 300)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 error = OnTrackTransportError(
                     f"no usable answer ({type(exc).__name__})", status=None, method=method, path=path
@@ -149,25 +163,52 @@ class AsyncOnTrackClient:
                         self._slot.token = None
                 renewed = True
                 continue
-            return self._answer(status, text, retry_after, method, path)
+            if larger and status < 300:
+                # Permanent: the triggers read one record or a one-record page, which is never this
+                # large, so polling again would only fetch the same runaway answer again.
+                error = OnTrackApiError(
+                    f"the answer is larger than {_size(core.MAX_BODY_BYTES)}, more than any record or "
+                    "page the triggers ask for",
+                    status=status,
+                    method=method,
+                    path=path,
+                )
+                error.transient, error.retry_after = False, None
+                raise error
+            return self._answer(status, text, retry_after, content_type, method, path)
 
-    def _answer(self, status: int, text: str, retry_after: float | None, method: str, path: str) -> Any:
+    def redact(self, value: Any) -> Any:
+        """Return ``value`` with every secret of the connection and the current token replaced."""
+        token = self._slot.token
+        return redact(value, self.settings.secret_forms + ((token.value,) if token is not None else ()))
+
+    def _answer(
+        self,
+        status: int,
+        text: str,
+        retry_after: float | None,
+        content_type: str | None,
+        method: str,
+        path: str,
+    ) -> Any:
         try:
             body: Any = json.loads(text) if text else None
         except (ValueError, RecursionError):
-            body = text[:2000]
-        secrets = self.settings.secret_forms + ((self._slot.token.value,) if self._slot.token else ())
+            # Scrubbed before it is cut: a cut through a secret would leave its start readable.
+            body = self.redact(text)[: core.RAW_BODY_CHARS]
         if 200 <= status < 300 and not isinstance(body, str):
             return body
 
         message = body.get("message") if isinstance(body, dict) else None
-        error = OnTrackApiError(
-            redact(str(message or ("expected JSON" if status < 300 else "request failed"))[:500], secrets),
-            status=status,
-            method=method,
-            path=path,
-            body=redact(body, secrets),
-        )
+        if not message:
+            if status < 300:
+                message = f"expected JSON, got {content_type or 'no content type'}"
+            else:
+                message = "request failed"
+        message = self.redact(str(message))
+        if len(message) > core.MESSAGE_CHARS:
+            message = message[: core.MESSAGE_CHARS] + "..."
+        error = OnTrackApiError(message, status=status, method=method, path=path, body=self.redact(body))
         error.transient = status in TRANSIENT_STATUSES
         error.retry_after = retry_after
         raise error
@@ -190,8 +231,8 @@ class AsyncOnTrackClient:
             ) as response:
                 status = response.status
                 content_type = response.headers.get("Content-Type")
-                text = await response.text(errors="replace")
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                text, larger = await _read_text(response, tokens.TOKEN_BODY_BYTES, keep_start=status != 200)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = OnTrackTransportError(
                 f"the token endpoint gave no usable answer ({type(exc).__name__})",
@@ -202,10 +243,17 @@ class AsyncOnTrackClient:
             error.transient, error.retry_after = True, None
             raise error from None
 
+        if status == 200 and larger:
+            raise OnTrackAuthError(
+                f"The token endpoint {settings.auth_url} answered more than "
+                f"{_size(tokens.TOKEN_BODY_BYTES)}, which is not a token answer",
+                status=200,
+            )
         try:
             payload: Any = json.loads(text)
         except (ValueError, RecursionError):
-            payload = None if status == 200 else text[:2000]
+            # Whole (the read is bounded): refusal() scrubs the secrets before it shortens the text.
+            payload = None if status == 200 else text
         if status != 200:
             error = refusal(settings, status, payload)
             error.transient = status in TRANSIENT_STATUSES
@@ -217,3 +265,39 @@ class AsyncOnTrackClient:
             await self._on_secret(value)
         margin = min(MAX_RENEWAL_MARGIN, lifetime / 10)
         return AccessToken(value=value, lifetime=lifetime, renew_at=time.monotonic() + lifetime - margin)
+
+
+async def _read_text(response: aiohttp.ClientResponse, limit: int, *, keep_start: bool) -> tuple[str, bool]:
+    """Read at most ``limit`` bytes of the body, decompressed, and decode them.
+
+    Returns the text and whether the body went on beyond the limit. Of a body beyond the limit,
+    the start is decoded only with ``keep_start``; otherwise the caller refuses the answer, and
+    decoding up to the limit would only double the memory it takes. The session's overall timeout
+    bounds the whole read, however slowly the body arrives.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
+        if size + len(chunk) > limit:
+            if not keep_start:
+                return "", True
+            chunks.append(chunk[: limit - size])
+            return _decode(response, b"".join(chunks)), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return _decode(response, b"".join(chunks)), False
+
+
+def _decode(response: aiohttp.ClientResponse, content: bytes) -> str:
+    try:
+        encoding = codecs.lookup(response.charset or "utf-8").name
+    except LookupError:
+        encoding = "utf-8"
+    return content.decode(encoding, errors="replace")
+
+
+def _size(limit: int) -> str:
+    """A byte count as people say it: ``64 MiB``, ``1 MiB``, or bytes below a MiB."""
+    if limit >= 2**20 and limit % 2**20 == 0:
+        return f"{limit // 2**20} MiB"
+    return f"{limit:,} bytes"

@@ -393,7 +393,7 @@ class OnTrackClient:
 
     def _raw_body(self, response: requests.Response) -> str:
         # Scrubbed before it is cut, with room for a secret that runs across the cut.
-        start = response.content[: 4 * RAW_BODY_CHARS].decode(response.encoding or "utf-8", errors="replace")
+        start = response.content[:ERROR_BODY_BYTES].decode(response.encoding or "utf-8", errors="replace")
         return self._redact(start)[:RAW_BODY_CHARS]
 
     def _redact(self, value: Any) -> Any:

@@ -99,7 +99,16 @@ class OnTrackSettings:
         split into host, port and schema; they are put back together. Extras may use the plain
         name (``client_id``) or the legacy prefixed one (``extra__ontrack__client_id``).
         """
-        extras = _plain_extras(extra or {})
+        if extra is None:
+            extra = {}
+        if not isinstance(extra, Mapping):
+            # Only the type is named: the value may well hold the client secret.
+            raise OnTrackConfigError(
+                "extra",
+                'must be a JSON object of settings such as {"client_id": "..."}, '
+                f"got {type(extra).__name__}",
+            )
+        extras = _plain_extras(extra)
         unknown = sorted(set(extras) - _EXTRA_NAMES)
         if unknown:
             raise OnTrackConfigError(

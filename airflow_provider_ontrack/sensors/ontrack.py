@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_ontrack.client.errors import OnTrackConfigError, OnTrackError
-from airflow_provider_ontrack.client.records import TransferStatus
+from airflow_provider_ontrack.client.records import TransferStatus, check_change_resource, record_path_id
 from airflow_provider_ontrack.client.settings import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -72,12 +72,18 @@ class _OnTrackSensor(BaseSensorOperator):
         return OnTrackHook(ontrack_conn_id=self.ontrack_conn_id)
 
     def execute(self, context: Context) -> Any:
+        # In every mode, and before deferring: a trigger would only find out in the triggerer.
+        self._check_arguments(context)
         if not self.deferrable:
             return super().execute(context)
 
         trigger, details = self._trigger(context, end_time=time.time() + self.timeout)
         self.log.info("Deferring to %s for at most %s s", type(trigger).__name__, self.timeout)
         self.defer(trigger=trigger, method_name="execute_complete", kwargs={"details": details})
+
+    def _check_arguments(self, context: Context) -> None:
+        """Refuse rendered arguments that could never work, naming the argument, before any call."""
+        raise NotImplementedError
 
     def _trigger(self, context: Context, *, end_time: float) -> tuple[BaseTrigger, dict[str, Any]]:
         """The trigger that waits in the triggerer, and details to add to its success event."""
@@ -183,6 +189,10 @@ class OnTrackAssetSensor(_OnTrackSensor):
             expected[field] = value.strip()
         return expected
 
+    def _check_arguments(self, context: Context) -> None:
+        record_path_id(self.asset_id, "asset_id")
+        self._expected()
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
         expected = self._expected()
         asset = self.hook.get_asset(self.asset_id)
@@ -261,6 +271,10 @@ class OnTrackChangesSensor(_OnTrackSensor):
             raise OnTrackConfigError("since", f"needs a time zone, got {value.isoformat()} without one")
         return value
 
+    def _check_arguments(self, context: Context) -> None:
+        check_change_resource(self.resource)
+        self._since(context)
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
         from airflow_provider_ontrack.client.windows import api_time
 
@@ -271,7 +285,12 @@ class OnTrackChangesSensor(_OnTrackSensor):
             self.log.info("No %s changed since %s yet", self.resource, api_time(since))
             return False
 
-        self.log.info("%s changed since %s, %s among them", self.resource, api_time(since), first.get("id"))
+        self.log.info(
+            "%s changed since %s, %s among them",
+            self.resource,
+            api_time(since),
+            first.get("id") if isinstance(first, dict) else first,
+        )
         return PokeReturnValue(is_done=True, xcom_value={"resource": self.resource, "since": api_time(since)})
 
     def _trigger(self, context: Context, *, end_time: float) -> tuple[BaseTrigger, dict[str, Any]]:
@@ -307,6 +326,9 @@ class OnTrackTransferSensor(_OnTrackSensor):
     def __init__(self, *, transfer_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.transfer_id = transfer_id
+
+    def _check_arguments(self, context: Context) -> None:
+        record_path_id(self.transfer_id, "transfer_id")
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         status = self.hook.get_transfer(self.transfer_id).get("status")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_ontrack.client.errors import OnTrackApiError, OnTrackConfigError, OnTrackError
 from airflow_provider_ontrack.client.pacing import backoff_delay
+from airflow_provider_ontrack.client.records import check_change_resource, record_path_id
 
 # Longest pause after repeated transient failures; the poll interval still applies when longer.
 MAX_BACKOFF = 300.0
@@ -22,7 +25,10 @@ class _OnTrackPollingTrigger(BaseTrigger):
     Arguments are plain values only (ids, numbers, ISO texts): they are stored in Airflow's
     database, and a token would be both a secret there and stale by the time it is read. The
     trigger gets its own token from the connection. ``429``, ``5xx`` and timeouts keep it waiting
-    with back-off. It keeps no state between polls, so a triggerer that restarts it loses nothing.
+    with back-off; a ``Retry-After`` is honoured up to the connection's ``max_retry_delay``. The
+    last check comes at the end time, and only after it does the trigger send a timeout event.
+    Arguments that could never work, and answers that are not what the API serves, end it with an
+    error event. It keeps no state between polls, so a triggerer that restarts it loses nothing.
     """
 
     def __init__(self, *, ontrack_conn_id: str, poll_interval: float, end_time: float) -> None:
@@ -40,9 +46,10 @@ class _OnTrackPollingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_ontrack.client.aio import AsyncOnTrackClient
-        from airflow_provider_ontrack.client.errors import OnTrackError
 
         try:
+            # The arguments may come from a user's own code or the database, not only from a sensor.
+            self._check_arguments()
             settings = await _settings(self.ontrack_conn_id)
         except OnTrackError as exc:
             yield TriggerEvent({"status": "error", "message": str(exc)})
@@ -53,20 +60,17 @@ class _OnTrackPollingTrigger(BaseTrigger):
         failures = 0
         async with AsyncOnTrackClient(settings, on_secret=_mask, log=self.log) as client:
             while True:
+                failure: OnTrackError | None = None
                 try:
                     done = await self._check(client)
                 except OnTrackError as exc:
                     if not getattr(exc, "transient", False):
                         yield TriggerEvent({"status": "error", "message": str(exc)})
                         return
+                    failure = exc
                     failures += 1
-                    wait = max(
-                        self.poll_interval,
-                        getattr(exc, "retry_after", None) or backoff_delay(failures, 1.0, MAX_BACKOFF),
-                    )
-                    self.log.warning(
-                        "ON!Track did not answer usably (%s); polling again in %.0f s", exc, wait
-                    )
+                    pause = self._failure_wait(exc, failures, settings.max_retry_delay)
+                    wait = max(self.poll_interval, pause)
                 else:
                     failures = 0
                     if done is not None:
@@ -74,10 +78,47 @@ class _OnTrackPollingTrigger(BaseTrigger):
                         return
                     wait = self.poll_interval
 
-                if time.time() + wait > self.end_time:
-                    yield TriggerEvent({"status": "timeout", "message": self._timeout_message()})
+                left = self.end_time - time.time()
+                if left <= 0:
+                    message = self._timeout_message()
+                    if failure is not None:
+                        message += f"; the last check failed: {failure}"
+                    yield TriggerEvent({"status": "timeout", "message": message})
                     return
+                # Never past the end time: the last check comes then, as late as the wait allows.
+                wait = min(wait, left)
+                if failure is not None:
+                    self.log.warning(
+                        "ON!Track did not answer usably (%s); polling again in %.0f s", failure, wait
+                    )
                 await asyncio.sleep(wait)
+
+    def _failure_wait(self, exc: Exception, failures: int, max_retry_delay: float) -> float:
+        """Seconds to wait after a transient failure: the server's ``Retry-After``, or a back-off."""
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is None:
+            return backoff_delay(failures, 1.0, MAX_BACKOFF)
+        if retry_after > max_retry_delay:
+            # The sync client gives up on such a wait; a trigger exists to wait, so it asks again
+            # after max_retry_delay instead, and the end time still bounds the whole wait.
+            self.log.info(
+                "ON!Track asked to wait %.0f s, longer than max_retry_delay; waiting %g s",
+                retry_after,
+                max_retry_delay,
+            )
+            return max_retry_delay
+        return retry_after
+
+    def _check_arguments(self) -> None:
+        """Refuse arguments that could never work, naming the argument; no network call is made."""
+        if not _is_number(self.poll_interval) or self.poll_interval < 0:
+            raise OnTrackConfigError(
+                "poll_interval", f"must be a number of seconds, 0 or more, got {self.poll_interval!r}"
+            )
+        if not _is_number(self.end_time):
+            raise OnTrackConfigError(
+                "end_time", f"must be a moment in seconds since the epoch, got {self.end_time!r}"
+            )
 
     async def _check(self, client: Any) -> dict[str, Any] | None:
         raise NotImplementedError
@@ -107,10 +148,17 @@ class OnTrackAssetTrigger(_OnTrackPollingTrigger):
             {"asset_id": self.asset_id, "expected": self.expected, **self._common_kwargs()},
         )
 
-    async def _check(self, client: Any) -> dict[str, Any] | None:
-        from urllib.parse import quote
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        record_path_id(self.asset_id, "asset_id")
+        if not isinstance(self.expected, dict) or not all(isinstance(key, str) for key in self.expected):
+            raise OnTrackConfigError(
+                "expected", f"must map asset field names to values, got {self.expected!r}"
+            )
 
-        asset = await client.request("GET", f"{client.settings.assets_path}/{quote(self.asset_id, safe='')}")
+    async def _check(self, client: Any) -> dict[str, Any] | None:
+        path = f"{client.settings.assets_path}/{record_path_id(self.asset_id, 'asset_id')}"
+        asset = _expect_record(await client.request("GET", path), path, "assets_path")
         if all(asset.get(field) == value for field, value in self.expected.items()):
             return {"asset_id": self.asset_id, "matched": dict(self.expected)}
         return None
@@ -137,17 +185,36 @@ class OnTrackChangesTrigger(_OnTrackPollingTrigger):
             {"resource": self.resource, "since": self.since, **self._common_kwargs()},
         )
 
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        check_change_resource(self.resource)
+        self._since()
+
+    def _since(self) -> dt.datetime:
+        if not isinstance(self.since, str):
+            raise OnTrackConfigError("since", f"must be ISO 8601 text, got {self.since!r}")
+        text = self.since.strip()
+        try:
+            # Python 3.10's fromisoformat does not read the "Z" the API writes.
+            since = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise OnTrackConfigError("since", f"must be ISO 8601 text, got {self.since!r}") from None
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise OnTrackConfigError("since", f"needs a time zone, got {self.since!r} without one")
+        return since
+
     async def _check(self, client: Any) -> dict[str, Any] | None:
         from airflow_provider_ontrack.client.windows import api_time, change_windows
 
-        since = dt.datetime.fromisoformat(self.since.replace("Z", "+00:00"))
+        since = self._since()
         now = dt.datetime.now(dt.timezone.utc)
         settings = client.settings
+        path = settings.path_for(self.resource)
         # Newest window first: a change is likeliest there, and one hit is enough.
         for start, end in reversed(change_windows(since, now)):
             envelope = await client.request(
                 "GET",
-                settings.path_for(self.resource),
+                path,
                 params={
                     "startDate": api_time(start),
                     "endDate": api_time(end),
@@ -156,12 +223,23 @@ class OnTrackChangesTrigger(_OnTrackPollingTrigger):
                 },
             )
             records = envelope.get(settings.result_key) if isinstance(envelope, dict) else None
+            if not isinstance(records, list):
+                raise OnTrackApiError(
+                    f"the list envelope has no {settings.result_key!r} list (set the connection extra "
+                    "result_key if your tenant names it differently)",
+                    status=200,
+                    method="GET",
+                    path=path,
+                    body=client.redact(_outline(envelope)),
+                )
             if records:
                 total = envelope.get(settings.total_key)
+                # A total that is no count, or fewer than the records at hand, says nothing.
+                counted = _is_count(total) and total >= len(records)
                 return {
                     "resource": self.resource,
                     "since": self.since,
-                    "count": total if isinstance(total, int) else len(records),
+                    "count": total if counted else len(records),
                 }
         return None
 
@@ -185,20 +263,52 @@ class OnTrackTransferTrigger(_OnTrackPollingTrigger):
             {"transfer_id": self.transfer_id, **self._common_kwargs()},
         )
 
-    async def _check(self, client: Any) -> dict[str, Any] | None:
-        from urllib.parse import quote
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        record_path_id(self.transfer_id, "transfer_id")
 
+    async def _check(self, client: Any) -> dict[str, Any] | None:
         from airflow_provider_ontrack.client.records import TransferStatus
 
-        path = f"{client.settings.transfers_path}/{quote(self.transfer_id, safe='')}"
-        transfer = await client.request("GET", path)
-        status = transfer.get("status") if isinstance(transfer, dict) else None
+        path = f"{client.settings.transfers_path}/{record_path_id(self.transfer_id, 'transfer_id')}"
+        transfer = _expect_record(await client.request("GET", path), path, "transfers_path")
+        status = transfer.get("status")
         if status == TransferStatus.COMPLETED.value:
             return {"transfer_id": self.transfer_id, "transfer_status": status}
         return None
 
     def _timeout_message(self) -> str:
         return f"transfer {self.transfer_id} did not complete in time"
+
+
+def _expect_record(answer: Any, path: str, path_extra: str) -> dict[str, Any]:
+    """Return ``answer`` if it is one record; refuse anything else, which waiting will not change."""
+    if not isinstance(answer, dict):
+        raise OnTrackApiError(
+            f"expected a record, got {type(answer).__name__} (set the connection extra {path_extra} "
+            "if your tenant serves these records at another path)",
+            status=None,
+            method="GET",
+            path=path,
+        )
+    return answer
+
+
+def _outline(envelope: Any) -> Any:
+    """An envelope for an error message, with its lists and objects left out: they can be large."""
+    if isinstance(envelope, list):
+        return "[...]"
+    if not isinstance(envelope, dict):
+        return envelope
+    return {key: "[...]" if isinstance(value, (list, dict)) else value for key, value in envelope.items()}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 async def _settings(conn_id: str) -> Any:

@@ -29,6 +29,7 @@ except ImportError:
     from airflow.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+SINCE = "2026-01-01T00:00:00Z"
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -362,6 +363,34 @@ class TestDeferrable:
         kwargs = self._check_serialized(deferred.trigger, fresh_sandbox)
         assert kwargs["transfer_id"] == "t1" and kwargs["ontrack_conn_id"] == "ontrack_other"
         assert fresh_sandbox.issued_tokens()
+
+    @pytest.mark.parametrize("deferrable", [True, False])
+    @pytest.mark.parametrize(
+        ("sensor", "arguments", "field"),
+        [
+            (OnTrackAssetSensor, {"asset_id": "..", "status": "ACTIVE"}, "asset_id"),
+            (OnTrackAssetSensor, {"asset_id": "", "status": "ACTIVE"}, "asset_id"),
+            (OnTrackAssetSensor, {"asset_id": 12345, "status": "ACTIVE"}, "asset_id"),
+            (OnTrackAssetSensor, {"asset_id": "a1", "status": " "}, "status"),
+            (OnTrackTransferSensor, {"transfer_id": None}, "transfer_id"),
+            (OnTrackTransferSensor, {"transfer_id": "."}, "transfer_id"),
+            (OnTrackChangesSensor, {"resource": "bogus", "since": SINCE}, "resource"),
+            (OnTrackChangesSensor, {"resource": "transfers", "since": SINCE}, "resource"),
+            (OnTrackChangesSensor, {"resource": "assets", "since": "soon"}, "since"),
+        ],
+    )
+    def test_unusable_arguments_are_refused_before_any_wait(
+        self, sandbox, ontrack_connection, sensor, arguments, field, deferrable
+    ):
+        ontrack_connection(sandbox)
+        sandbox.reset_stats()
+        made = sensor(task_id="wait", deferrable=deferrable, poke_interval=0.1, timeout=1, **arguments)
+
+        with pytest.raises(OnTrackConfigError) as caught:
+            made.execute({})
+
+        assert caught.value.field == field
+        assert sandbox.stats()["total_calls"] == 0
 
     def test_execute_complete_success_returns_the_details(self):
         sensor = OnTrackTransferSensor(task_id="wait", transfer_id="t1", deferrable=True)

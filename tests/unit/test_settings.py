@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -228,6 +229,32 @@ class TestExtras:
         with pytest.raises(OnTrackConfigError) as info:
             build().path_for("tools")
         assert info.value.field == "resource"
+
+
+class TestExtraAsAWhole:
+    @pytest.mark.parametrize("extra", [["client_id", SECRET], f"client_secret={SECRET}", 42, True])
+    def test_an_extra_that_is_no_object_is_refused(self, extra: Any) -> None:
+        with pytest.raises(OnTrackConfigError) as info:
+            OnTrackSettings.from_connection_fields(host=None, login="u", password="p", extra=extra)
+
+        assert info.value.field == "extra"
+        assert "JSON object" in str(info.value)
+        assert SECRET not in str(info.value)
+
+    def test_the_hook_names_the_extra_and_the_connection(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
+
+        extra = json.dumps(["client_id", SECRET])
+        connection = {"conn_type": "ontrack", "login": "u", "password": "p", "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_ONTRACK_LISTED", json.dumps(connection))
+
+        with pytest.raises(OnTrackConfigError) as info:
+            OnTrackHook("ontrack_listed").get_asset("A1")
+
+        assert info.value.field == "extra"
+        assert "got list" in str(info.value)
+        assert "'ontrack_listed'" in str(info.value)
+        assert SECRET not in str(info.value)
 
 
 class TestSecrets:
