@@ -13,8 +13,10 @@ import codecs
 import json
 import logging
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -26,7 +28,7 @@ from airflow_provider_ontrack.client.errors import (
     redact,
 )
 from airflow_provider_ontrack.client.pacing import SPACING_MARGIN, parse_retry_after
-from airflow_provider_ontrack.client.settings import OnTrackSettings
+from airflow_provider_ontrack.client.settings import OnTrackSettings, is_loopback
 from airflow_provider_ontrack.client.tokens import (
     MAX_RENEWAL_MARGIN,
     AccessToken,
@@ -143,6 +145,7 @@ class AsyncOnTrackClient:
                     params={key: str(value) for key, value in (params or {}).items()},
                     headers={"Authorization": f"Bearer {token}"},
                     allow_redirects=False,
+                    proxy=proxy_for(self.settings.base_url),
                 ) as response:
                     status = response.status
                     content_type = response.headers.get("Content-Type")
@@ -228,6 +231,7 @@ class AsyncOnTrackClient:
                     "Authorization": f"Basic {basic}",
                 },
                 allow_redirects=False,
+                proxy=proxy_for(settings.auth_url),
             ) as response:
                 status = response.status
                 content_type = response.headers.get("Content-Type")
@@ -301,3 +305,18 @@ def _size(limit: int) -> str:
     if limit >= 2**20 and limit % 2**20 == 0:
         return f"{limit // 2**20} MiB"
     return f"{limit:,} bytes"
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy that the environment names for ``url``, chosen as the sync client chooses it.
+
+    aiohttp is left to its default of ignoring the environment, since it would then also take
+    credentials from ``~/.netrc``; the proxy is handed to each call instead. Loopback hosts, such
+    as the sandbox, are always reached directly.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if is_loopback(host) or urllib.request.proxy_bypass_environment(host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get(parts.scheme) or proxies.get("all")

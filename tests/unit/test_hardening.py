@@ -579,6 +579,30 @@ class TestEnvironment:
         assert proxy.calls == []
 
 
+class TestTriggerProxies:
+    @pytest.mark.parametrize(
+        ("environment", "url", "expected"),
+        [
+            ({"HTTPS_PROXY": "http://proxy.test:3128"}, "https://api.example.test/v1", "http://proxy.test:3128"),
+            ({"https_proxy": "http://proxy.test:3128", "NO_PROXY": ".example.test"},
+             "https://api.example.test/v1", None),
+            ({"HTTP_PROXY": "http://proxy.test:3128"}, "http://127.0.0.1:8090/v1", None),
+            ({"ALL_PROXY": "http://proxy.test:1080"}, "https://api.example.test/v1", "http://proxy.test:1080"),
+            ({}, "https://api.example.test/v1", None),
+        ],
+    )
+    def test_proxy_is_taken_from_the_environment_as_for_tasks(self, monkeypatch, environment, url, expected):
+        from airflow_provider_ontrack.client.aio import proxy_for
+
+        for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+
+        assert proxy_for(url) == expected
+
+
 # -- single-record calls always return a record ---------------------------------------------------------
 
 
