@@ -5,8 +5,8 @@ deferrable: while it waits, the polling runs in Airflow's triggerer, which serve
 waits in one process, instead of in a worker slot. At one read every ten minutes it costs six API
 calls an hour, far below the API's two calls per second.
 
-Params: ``asset_key`` (the ``externalId`` of the tool, as the ERP knows it) and ``jobsite_id``
-(the ON!Track id of the target location).
+Params: ``asset_key`` (the ``externalId`` of the tool, as the ERP knows it) and ``jobsite_key``
+(the ``externalId`` of the target location), or ``jobsite_id`` (its ON!Track id) instead.
 """
 
 from __future__ import annotations
@@ -26,26 +26,38 @@ with DAG(
     catchup=False,
     params={
         "asset_key": Param("ERP-A-000257", type="string", description="externalId of the asset"),
-        "jobsite_id": Param("", type="string", description="ON!Track id of the target location"),
+        "jobsite_key": Param("SITE-0106", type="string", description="externalId of the target"),
+        "jobsite_id": Param("", type="string", description="ON!Track id of the target, instead"),
     },
     tags=["ontrack", "example"],
 ) as dag:
 
     @task
-    def find_asset(params: dict | None = None) -> str:
+    def find_records(params: dict | None = None) -> dict[str, str]:
         from airflow_provider_ontrack.hooks.ontrack import OnTrackHook
 
-        asset = OnTrackHook().find_by_external_id("assets", params["asset_key"])
+        hook = OnTrackHook()
+        asset = hook.find_by_external_id("assets", params["asset_key"])
         if asset is None:
             raise ValueError(f"asset_key: no ON!Track asset has externalId {params['asset_key']!r}")
-        return asset["id"]
 
+        jobsite_id = params["jobsite_id"].strip()
+        if not jobsite_id:
+            jobsite = hook.find_by_external_id("locations", params["jobsite_key"])
+            if jobsite is None:
+                key = params["jobsite_key"]
+                raise ValueError(f"jobsite_key: no ON!Track location has externalId {key!r}")
+            jobsite_id = jobsite["id"]
+        return {"asset_id": asset["id"], "jobsite_id": jobsite_id}
+
+    records = find_records()
     transfer = OnTrackTransferAssetsOperator(
         task_id="transfer_to_jobsite",
-        asset_ids=[find_asset()],
-        to_location_id="{{ params.jobsite_id }}",
+        asset_ids=["{{ ti.xcom_pull(task_ids='find_records')['asset_id'] }}"],
+        to_location_id="{{ ti.xcom_pull(task_ids='find_records')['jobsite_id'] }}",
         note="Requested by {{ dag.dag_id }} {{ run_id }}",
     )
+    records >> transfer
 
     OnTrackTransferSensor(
         task_id="wait_until_arrived",

@@ -70,26 +70,19 @@ def test_200_deferred_asset_waits_stay_within_the_call_limit(fresh_sandbox, ontr
 
 
 def test_the_waiting_example_dag_runs_with_a_deferred_sensor(airflow_home, fresh_sandbox):  # noqa: F811
+    # With its default params, as the README runs it: the tool and the jobsite found by externalId.
     # Completed at once: the example polls every ten minutes, which a test cannot wait for; the
     # sensor tests cover a transfer that is still in transit.
     asset = next(a for a in fresh_sandbox.tenant.all("assets") if a["externalId"] == "ERP-A-000257")
-    jobsite = next(
-        loc["id"] for loc in fresh_sandbox.tenant.all("locations") if loc["id"] != asset["currentLocationId"]
-    )
+    jobsite = next(loc for loc in fresh_sandbox.tenant.all("locations") if loc["externalId"] == "SITE-0106")
+    assert asset["currentLocationId"] != jobsite["id"]
     env = _airflow_env(
         airflow_home,
         AIRFLOW_CONN_ONTRACK_DEFAULT=json.dumps(connection_for(fresh_sandbox, calls_per_second=20)),
     )
 
     run = subprocess.run(
-        [
-            AIRFLOW,
-            "dags",
-            "test",
-            "ontrack_wait_for_transfer",
-            "-c",
-            json.dumps({"asset_key": "ERP-A-000257", "jobsite_id": jobsite}),
-        ],
+        [AIRFLOW, "dags", "test", "ontrack_wait_for_transfer"],
         env=env,
         capture_output=True,
         text=True,
@@ -100,6 +93,8 @@ def test_the_waiting_example_dag_runs_with_a_deferred_sensor(airflow_home, fresh
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert "DagRun Finished" in output and "state=success" in output
-    assert fresh_sandbox.tenant.get("assets", asset["id"])["currentLocationId"] == jobsite
-    assert fresh_sandbox.stats()["calls"]["GET /transfers/{id}"] >= 1
+    assert fresh_sandbox.tenant.get("assets", asset["id"])["currentLocationId"] == jobsite["id"]
+    calls = fresh_sandbox.stats()["calls"]
+    assert calls["GET /locations"] == 1 and calls["POST /transfers"] == 1
+    assert calls["GET /transfers/{id}"] >= 1
     assert not [secret for secret in (*SECRETS, *fresh_sandbox.issued_tokens()) if secret in output]
