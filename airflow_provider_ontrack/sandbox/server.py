@@ -68,6 +68,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 _MAX_BODY = 32 * 1024 * 1024
+# How many API calls ``call_log()`` remembers; older ones drop out so a long-running sandbox stays small.
+CALL_LOG_SIZE = 100_000
 _FAULT_FIELDS = frozenset(
     ("method", "path", "status", "count", "body", "content_type", "headers", "delay", "drop", "after_effect")
 )
@@ -492,8 +494,23 @@ class OnTrackSandbox:
                 "rejected_429": self._rejected,
             }
 
+    def call_log(self) -> list[dict[str, Any]]:
+        """The API calls since the counters were last zeroed, in the order they were answered.
+
+        Each entry has ``at`` (``time.monotonic()`` in this process when the call arrived, the clock
+        the rate limit counts with), ``method``, ``path`` (below the API base, such as
+        ``/assets/<id>``), ``template`` (``/assets/{id}``) and the ``status`` answered. A test in the
+        same process can thus count calls per time window or per record. Token requests and admin
+        calls are not in it; only the last ``CALL_LOG_SIZE`` calls are kept.
+        """
+        with self._lock:
+            return [
+                {"at": at, "method": method, "path": path, "template": template, "status": status}
+                for at, method, path, template, status in self._call_log
+            ]
+
     def reset_stats(self) -> None:
-        """Zero every counter."""
+        """Zero every counter and empty the call log."""
         with self._lock:
             self._zero_counters()
 
@@ -508,6 +525,7 @@ class OnTrackSandbox:
         self._calls: dict[str, int] = {}
         self._total_calls = 0
         self._rejected = 0
+        self._call_log: deque[tuple[float, str, str, str, int]] = deque(maxlen=CALL_LOG_SIZE)
 
     def _take_fault(self, method: str, path: str, template: str) -> _Fault | None:
         with self._lock:
@@ -549,15 +567,20 @@ class OnTrackSandbox:
         if path == BASE_PATH or path.startswith(BASE_PATH + "/"):
             segments = [unquote(part) for part in path[len(BASE_PATH) :].split("/") if part]
             template = _template(segments)
+            arrived = time.monotonic()
             with self._lock:
                 key = f"{method} {template}"
                 self._calls[key] = self._calls.get(key, 0) + 1
                 self._total_calls += 1
 
-            fault = self._take_fault(method, "/" + "/".join(segments), template)
-            return self._with_fault(
+            api_path = "/" + "/".join(segments)
+            fault = self._take_fault(method, api_path, template)
+            reply = self._with_fault(
                 fault, lambda: self._serve_api(method, segments, query, headers, body), lambda: None
             )
+            with self._lock:
+                self._call_log.append((arrived, method, api_path, template, reply.status))
+            return reply
 
         if path == ADMIN_PATH or path.startswith(ADMIN_PATH + "/"):
             return self._serve_admin(method, "/" + path[len(ADMIN_PATH) :].strip("/"), body)

@@ -1018,6 +1018,31 @@ def test_stats_count_every_call_by_template(sandbox, api):
     }
 
 
+def test_call_log_has_time_path_and_status_of_every_api_call(sandbox, api):
+    sandbox.set_config(rate_limit=2)
+    asset = some(sandbox, "assets")
+    get_token(sandbox)
+    before = time.monotonic()
+
+    api.get(sandbox.base_url + f"/assets/{asset['id']}")
+    api.get(sandbox.base_url + "/assets/no such id")
+    api.get(sandbox.base_url + "/workers")
+    requests.get(sandbox.url + "/_sandbox/stats", timeout=5)
+    log = sandbox.call_log()
+
+    assert [(call["method"], call["path"], call["template"], call["status"]) for call in log] == [
+        ("GET", f"/assets/{asset['id']}", "/assets/{id}", 200),
+        ("GET", "/assets/no such id", "/assets/{id}", 404),
+        ("GET", "/workers", "/workers", 429),
+    ]
+    times = [call["at"] for call in log]
+    assert before <= times[0] <= times[1] <= times[2] <= time.monotonic()
+    assert len(log) == sandbox.stats()["total_calls"]
+
+    sandbox.reset_stats()
+    assert sandbox.call_log() == []
+
+
 def test_admin_tenant_reset_and_config(sandbox, api):
     api.post(sandbox.base_url + "/workers", json={"firstName": "Temp", "lastName": "Worker"})
     before = requests.get(sandbox.url + "/_sandbox/tenant", timeout=5).json()
