@@ -42,6 +42,7 @@ def metadata(home: Path, statement: str, *params: Any) -> list[tuple]:
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``condition`` until it holds (``True``) or ``timeout`` seconds have passed (``False``)."""
     deadline = time.monotonic() + timeout
     while True:
         if condition():
@@ -63,6 +64,7 @@ class AirflowProcess:
         self._terminated = False
 
     def start(self) -> AirflowProcess:
+        """Start the command in a new session, its output going to ``output``."""
         with open(self.output_file, "wb") as output:
             self._popen = subprocess.Popen(
                 self.command,
@@ -76,19 +78,23 @@ class AirflowProcess:
 
     @property
     def pid(self) -> int:
+        """The command's process id, which is also its session and process group id."""
         assert self._popen is not None, f"{self.name} was not started"
         return self._popen.pid
 
     def running(self) -> bool:
+        """Whether the command has been started and has not exited yet."""
         return self._popen is not None and self._popen.poll() is None
 
     def output(self) -> str:
+        """Everything the command printed so far."""
         try:
             return self.output_file.read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
     def tail(self, characters: int = 4000) -> str:
+        """The end of the output, headed by the command's name, for failure messages."""
         return f"--- last output of {self.name} ---\n{self.output()[-characters:]}"
 
     def wait(self, timeout: float) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import datetime as dt
 import math
 import time
@@ -45,7 +46,10 @@ class _OnTrackPollingTrigger(BaseTrigger):
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_ontrack.client.aio import AsyncOnTrackClient
+        # Imported in a thread: the first import of aiohttp takes a good part of a second, which
+        # would stall every other trigger sharing the triggerer's event loop.
+        aio = await asyncio.to_thread(importlib.import_module, "airflow_provider_ontrack.client.aio")
+        AsyncOnTrackClient = aio.AsyncOnTrackClient  # noqa: N806 - a class, named as one
 
         try:
             # The arguments may come from a user's own code or the database, not only from a sensor.

@@ -91,6 +91,7 @@ def airflow_services(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]]
     made: list[AirflowServices] = []
 
     def make(home: Path, env: dict[str, str]) -> AirflowServices:
+        """New services for ``home``, started by the test, stopped by this fixture."""
         output_dir = tmp_path / f"process-output-{len(made)}"
         output_dir.mkdir()
         made.append(AirflowServices(AIRFLOW, home, env, output_dir))
@@ -266,6 +267,7 @@ def test_200_deferred_asset_sensors_share_the_call_limit_in_one_triggerer(
     needed = (scheduler, services.triggerer, services.api_server)
 
     def all_waiting_in_the_triggerer() -> bool:
+        """All 200 task instances deferred, and all 200 triggers assigned to the one triggerer."""
         triggers = metadata(scratch_home, "SELECT classpath, triggerer_id FROM trigger")
         return _states(scratch_home, WAIT_DAG_ID)["deferred"] == WAITS and Counter(triggers) == {
             (ASSET_TRIGGER, services.triggerer_job_id): WAITS
@@ -278,6 +280,7 @@ def test_200_deferred_asset_sensors_share_the_call_limit_in_one_triggerer(
     asset_paths = {f"/assets/{asset_id}" for asset_id in assets}
 
     def watched_long_enough() -> bool:
+        """Two poll intervals passed, and each trigger polled again since all were deferred."""
         polled = {call["path"] for call in fresh_sandbox.call_log() if call["at"] >= all_deferred}
         return time.monotonic() - all_deferred >= 2 * POLL_INTERVAL and polled >= asset_paths
 
@@ -310,6 +313,7 @@ def test_200_deferred_asset_sensors_share_the_call_limit_in_one_triggerer(
         fresh_sandbox.tenant.update("assets", asset_id, {"status": "ACTIVE"})
 
     def run_state() -> str | None:
+        """The state of the DAG run, once the scheduler has created it."""
         rows = metadata(scratch_home, "SELECT state FROM dag_run WHERE dag_id = ?", WAIT_DAG_ID)
         return rows[0][0] if rows else None
 
