@@ -298,12 +298,14 @@ def test_200_deferred_asset_sensors_share_the_call_limit_in_one_triggerer(
     # The waits ask for 40 calls a second, twice the limit, so the pacer, not the poll interval, must
     # have set the pace: close to the limit (measured: 19 calls a second) and not below it by much.
     assert len(window) >= 0.75 * LIMIT * watched, f"{len(window)} calls in {watched:.1f} s"
-    # The sandbox refuses a call that makes LIMIT + 1 within a second. On this loaded machine, a call
-    # the busy event loop sends late can meet the next in one second: once 1 of 791 calls was refused
-    # (and waited out by its trigger). More than 1 % would mean the pacer let calls through too fast.
+    # The sandbox refuses a call that makes LIMIT + 1 within a second. Calls leave 5 % further apart
+    # than the limit, so 50 ms of lateness in a busy event loop lets one meet the next in the same
+    # second: 0 to 1 % of calls were refused on an idle machine, 2.2 % (12 of 555) once in a full CI
+    # run, each waited out by its trigger. Without the pacer the waits' 40 calls a second would meet
+    # the limit of 20 and about half of them would be refused, far above this bound.
     statuses = Counter(call["status"] for call in calls)
     assert statuses[429] == stats["rejected_429"]
-    assert statuses[429] <= max(2, len(calls) // 100), statuses
+    assert statuses[429] <= max(2, len(calls) // 20), statuses
     # One token for all 200 triggers: one token request, and no call was refused for its token.
     assert stats["token_requests"] == 1 and len(fresh_sandbox.issued_tokens()) == 1
     assert set(statuses) <= {200, 429}, statuses
