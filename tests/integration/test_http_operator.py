@@ -229,7 +229,9 @@ class TestErrors:
     def test_full_url_under_the_base_url_is_accepted(self, fresh_sandbox, ontrack_connection):
         ontrack_connection(fresh_sandbox)
 
-        answer = _operator(endpoint=f"{fresh_sandbox.base_url}/locations", response_filter=_as_json).execute({})
+        operator = _operator(endpoint=f"{fresh_sandbox.base_url}/locations", response_filter=_as_json)
+
+        answer = operator.execute({})
 
         assert len(answer["result"]) == 12
 

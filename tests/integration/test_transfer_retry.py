@@ -46,7 +46,9 @@ DAG_FILE = textwrap.dedent(
 )
 
 
-def test_a_retry_returns_the_transfer_the_failed_try_made(airflow_home, fresh_sandbox, tmp_path):  # noqa: F811
+def test_a_retry_returns_the_transfer_the_failed_try_made(  # noqa: F811 - airflow_home is a fixture
+    airflow_home, fresh_sandbox, tmp_path
+):
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "ontrack_transfer_retry.py").write_text(DAG_FILE)

@@ -324,9 +324,10 @@ def test_a_retry_with_other_arguments_is_not_taken_for_the_earlier_transfer(tena
         loc["id"] for loc in tenant.tenant.all("locations") if loc["id"] != asset["currentLocationId"]
     ][:2]
     store = _StateStore()
-    OnTrackTransferAssetsOperator(task_id="move", asset_ids=[asset["id"]], to_location_id=first_target).execute(
-        {"ti": SimpleNamespace(try_number=1), "task_state_store": store}
+    earlier = OnTrackTransferAssetsOperator(
+        task_id="move", asset_ids=[asset["id"]], to_location_id=first_target
     )
+    earlier.execute({"ti": SimpleNamespace(try_number=1), "task_state_store": store})
 
     retry = OnTrackTransferAssetsOperator(
         task_id="move", asset_ids=[asset["id"]], to_location_id=second_target
