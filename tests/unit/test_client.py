@@ -353,7 +353,9 @@ class TestErrors:
 
 
     @pytest.mark.parametrize("offset", range(-12, 3))
-    def test_secret_across_the_message_cut_is_masked(self, requests_mock, token_route, client, offset) -> None:
+    def test_secret_across_the_message_cut_is_masked(
+        self, requests_mock, token_route, client, offset
+    ) -> None:
         api = client()
         secret = api.settings.client_secret
         # The secret starts just before, at or after the 500th character, where messages are cut.

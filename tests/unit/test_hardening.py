@@ -583,11 +583,13 @@ class TestTriggerProxies:
     @pytest.mark.parametrize(
         ("environment", "url", "expected"),
         [
-            ({"HTTPS_PROXY": "http://proxy.test:3128"}, "https://api.example.test/v1", "http://proxy.test:3128"),
+            ({"HTTPS_PROXY": "http://proxy.test:3128"}, "https://api.example.test/v1",
+             "http://proxy.test:3128"),
             ({"https_proxy": "http://proxy.test:3128", "NO_PROXY": ".example.test"},
              "https://api.example.test/v1", None),
             ({"HTTP_PROXY": "http://proxy.test:3128"}, "http://127.0.0.1:8090/v1", None),
-            ({"ALL_PROXY": "http://proxy.test:1080"}, "https://api.example.test/v1", "http://proxy.test:1080"),
+            ({"ALL_PROXY": "http://proxy.test:1080"}, "https://api.example.test/v1",
+             "http://proxy.test:1080"),
             ({}, "https://api.example.test/v1", None),
         ],
     )
